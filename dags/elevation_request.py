@@ -1,0 +1,46 @@
+"""A form to request temporary elevated access: the same row any outside system could insert."""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import Param, dag, task
+
+DOC = """
+### Request temporary access
+Fill in the form (**Trigger DAG**). The request is inserted into `elevation_request` exactly as an outside
+system would insert it, then checked against the policy at once; the task log and its return value say
+whether it is `pending` (waiting for an approver), `approved` (no approval needed) or `rejected` (with why).
+Approvers decide with the `elevation_decide` form, the `elevation` command line, or a row in `elevation_action`.
+"""
+
+
+@dag(
+    dag_id="elevation_request",
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    tags=["elevation", "form"],
+    default_args={"owner": "platform", "retries": 0},
+    doc_md=DOC,
+    params={
+        "requester": Param("", type="string", minLength=1, maxLength=256, title="Your login or email"),
+        "account_id": Param("", type="string", pattern=r"^\d{12}$", title="AWS account id"),
+        "permission_set": Param("", type="string", minLength=1, maxLength=256, title="Permission set name"),
+        "principal_group": Param(None, type=["null", "string"], title="Group (instead of yourself)"),
+        "start_at": Param(None, type=["null", "string"], format="date-time", title="Start (UTC; empty = now)"),
+        "duration_minutes": Param(60, type="integer", minimum=1, maximum=24 * 60, title="Duration (minutes)"),
+        "justification": Param("", type="string", maxLength=4000, title="Justification"),
+        "ticket": Param(None, type=["null", "string"], maxLength=200, title="Ticket or incident"),
+    },
+)
+def elevation_request() -> None:
+    @task
+    def submit(params: dict, **context: object) -> dict:
+        from elevation import jobs
+
+        return jobs.submit_request(params, context)
+
+    submit()
+
+
+elevation_request()

@@ -1,0 +1,42 @@
+"""Every minute: end sessions whose time is up or whose early end was requested, confirmed, overlap-safe."""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import dag, task
+
+DOC = """
+### Revocations
+Every minute, moves `active` requests whose end time has passed (by the run's logical time or the real
+clock, whichever is later) to `ending`, and for every `ending` request deletes the IAM Identity Center
+assignment, waiting until AWS confirms it. An assignment that another active session or a standing
+assignment still needs is kept (the request still ends).
+
+A revoke that fails stays `ending` with an attempt count and is retried each run. When any session is
+overdue by more than `policy.revocation.overdue_margin` (default 10 minutes) **this run fails** after doing
+all it can, so failure alerts fire. Each run writes a heartbeat row (`elevation_heartbeat`, job
+`elevation_revocations`) that an outside monitor can watch.
+"""
+
+
+@dag(
+    dag_id="elevation_revocations",
+    schedule="* * * * *",
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["elevation", "identity-center"],
+    default_args={"owner": "platform", "retries": 0},
+    doc_md=DOC,
+)
+def elevation_revocations() -> None:
+    @task
+    def revoke(**context: object) -> dict:
+        from elevation import jobs
+
+        return jobs.revocations(context)
+
+    revoke()
+
+
+elevation_revocations()

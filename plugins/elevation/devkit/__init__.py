@@ -1,0 +1,1 @@
+"""Development kit: emulators and the demo; never imported by the lifecycle code."""

@@ -1,0 +1,215 @@
+"""Revocations: sessions whose end has come, or whose early end was requested, lose their assignment, confirmed.
+
+An assignment is deleted only when no other active session and no standing assignment needs the same
+(principal, permission set, account). A revoke that fails leaves the request `ending` with an attempt count and
+is retried on every run; when any session is overdue by more than the configured margin, the run fails loudly
+(after doing all it can) so Airflow's failure callbacks and alerts fire.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from elevation.confirm import Outcome, PollSettings, confirm_all
+from elevation.identity_center import AssignmentStatus
+from elevation.lifecycle import Status
+from elevation.needs import other_needs
+from elevation.runtime import Runtime
+from elevation.store import queue
+
+log = logging.getLogger(__name__)
+JOB = "elevation_revocations"
+
+
+class RevocationOverdue(RuntimeError):
+    """Access is outliving its session: somebody must look now."""
+
+
+@dataclass
+class RevocationSummary:
+    ended: list[int] = field(default_factory=list)
+    revoked: list[int] = field(default_factory=list)
+    kept: list[tuple[int, str]] = field(default_factory=list)
+    failing: list[tuple[int, str]] = field(default_factory=list)
+    overdue: list[int] = field(default_factory=list)
+
+
+def run_revocations(runtime: Runtime) -> RevocationSummary:
+    summary = RevocationSummary()
+    try:
+        _mark_due(runtime)
+        claimed = queue.claim(
+            runtime.engine,
+            statuses=[Status.ENDING],
+            worker=runtime.worker,
+            now=runtime.now(),
+            lease=_lease(runtime),
+        )
+        settings = PollSettings(
+            max_in_flight=runtime.policy.grants.max_creations_in_flight,
+            initial_interval=runtime.policy.grants.status_poll_initial,
+            max_interval=runtime.policy.grants.status_poll_max,
+            bound=runtime.policy.grants.status_wait_bound,
+        )
+        confirm_all(
+            claimed,
+            start=lambda row: _start(runtime, row),
+            describe=runtime.identity_center.deletion_status,
+            settings=settings,
+            on_outcome=lambda outcome: _settle(runtime, outcome, summary),
+            sleep=runtime.sleep,
+        )
+    except Exception as error:
+        _beat(runtime, "error", {"error": str(error)[:500]})
+        raise
+    summary.overdue = _overdue(runtime)
+    _beat(
+        runtime,
+        "overdue" if summary.overdue else "ok",
+        {"overdue": summary.overdue, "failing": summary.failing},
+    )
+    if summary.overdue:
+        raise RevocationOverdue(
+            f"access outlives its session by more than {runtime.policy.revocation.overdue_margin} "
+            f"for requests {summary.overdue}; see their status_reason and the event log"
+        )
+    return summary
+
+
+def _lease(runtime: Runtime):  # noqa: ANN202 - timedelta
+    return runtime.policy.grants.status_wait_bound * 2
+
+
+def _beat(runtime: Runtime, outcome: str, detail: object) -> None:
+    with runtime.engine.begin() as conn:
+        queue.beat(conn, JOB, at=runtime.now(), as_of=runtime.as_of, outcome=outcome, detail=detail)
+
+
+def _mark_due(runtime: Runtime) -> None:
+    """Active sessions whose end has passed by either clock move to ending."""
+    latest = runtime.latest()
+    with runtime.engine.connect() as conn:
+        active = queue.requests_in(conn, [Status.ACTIVE])
+    for row in active:
+        if row["end_at"] is not None and row["end_at"] <= latest:
+            with runtime.engine.begin() as conn:
+                queue.transition(
+                    conn,
+                    row["id"],
+                    expected=Status.ACTIVE,
+                    target=Status.ENDING,
+                    reason_code="end_time_reached",
+                    actor=runtime.actor,
+                    at=runtime.now(),
+                    reason=f"end time {row['end_at']:%Y-%m-%d %H:%M} UTC reached",
+                )
+
+
+def _start(runtime: Runtime, row: queue.Row) -> AssignmentStatus | Outcome[queue.Row]:
+    with runtime.engine.connect() as conn:
+        session = queue.session_for(conn, row["id"])
+        active = queue.sessions_with_status(conn, [Status.ACTIVE])
+    if session is None:
+        return Outcome(row, None, True, "no assignment was ever made for it")
+    needs = other_needs(session, active, runtime.policy)
+    if needs:
+        return Outcome(row, None, True, "kept: " + "; ".join(needs))
+    if session["deletion_request_id"] and session["deletion_status"] not in ("FAILED", "SUCCEEDED"):
+        return AssignmentStatus(session["deletion_request_id"], "IN_PROGRESS")  # resume the earlier attempt
+    ic = runtime.identity_center
+    args = (
+        session["account_id"],
+        session["permission_set_arn"],
+        session["principal_type"],
+        session["principal_id"],
+    )
+    try:
+        if not ic.assignment_exists(*args):
+            return Outcome(row, None, True, "the assignment was already gone")
+        status = ic.start_deletion(*args)
+    except (ClientError, BotoCoreError) as error:
+        return Outcome(row, None, False, f"DeleteAccountAssignment failed: {error}")
+    with runtime.engine.begin() as conn:
+        queue.update_session(
+            conn, row["id"], deletion_request_id=status.request_id, deletion_status=status.status
+        )
+    return status
+
+
+def _settle(runtime: Runtime, outcome: Outcome[queue.Row], summary: RevocationSummary) -> None:
+    row = outcome.item
+    at = runtime.now()
+    early = row["revoke_requested_at"] is not None
+    target = Status.REVOKED if early else Status.ENDED
+    if outcome.confirmed:
+        kept = (outcome.reason or "").startswith("kept: ")
+        with runtime.engine.begin() as conn:
+            if kept:
+                queue.update_session(conn, row["id"], kept_because=outcome.reason)
+            else:
+                status = outcome.status.status if outcome.status else "ALREADY_ABSENT"
+                queue.update_session(conn, row["id"], deletion_status=status, assignment_removed_at=at)
+            queue.transition(
+                conn,
+                row["id"],
+                expected=Status.ENDING,
+                target=target,
+                reason_code="assignment_kept_for_other_need" if kept else "assignment_removed",
+                actor=runtime.actor,
+                at=at,
+                reason=outcome.reason,
+                ended_at=at,
+                claimed_by=None,
+                claimed_until=None,
+            )
+        (summary.revoked if early else summary.ended).append(row["id"])
+        if kept:
+            summary.kept.append((row["id"], outcome.reason or ""))
+        return
+    attempts = (row["revoke_attempts"] or 0) + 1
+    reason = f"revoke attempt {attempts} failed: {outcome.reason}"
+    with runtime.engine.begin() as conn:
+        final_status = outcome.status.status if outcome.status else None
+        session_updates: dict[str, object] = {"last_error": outcome.reason}
+        if final_status == "FAILED":
+            session_updates["deletion_status"] = "FAILED"  # start a new deletion next time
+        if queue.session_for(conn, row["id"]) is not None:
+            queue.update_session(conn, row["id"], **session_updates)
+        queue.update_request(
+            conn,
+            row["id"],
+            revoke_attempts=attempts,
+            status_reason=reason,
+            updated_at=at,
+            claimed_by=None,
+            claimed_until=None,
+        )
+        queue.record_event(
+            conn,
+            at=at,
+            kind="revoke_failed",
+            actor=runtime.actor,
+            request_id=row["id"],
+            detail={"attempt": attempts, "reason": outcome.reason},
+        )
+    summary.failing.append((row["id"], reason))
+    log.error("request %s: %s", row["id"], reason)
+
+
+def _overdue(runtime: Runtime) -> list[int]:
+    """Requests whose access should be gone by more than the margin but is not (or not confirmed to be)."""
+    margin = runtime.policy.revocation.overdue_margin
+    latest = runtime.latest()
+    with runtime.engine.connect() as conn:
+        open_rows = queue.requests_in(conn, [Status.ACTIVE, Status.ENDING])
+    overdue = []
+    for row in open_rows:
+        due = row["end_at"]
+        if row["revoke_requested_at"] is not None and (due is None or row["revoke_requested_at"] < due):
+            due = row["revoke_requested_at"]
+        if due is not None and due + margin <= latest:
+            overdue.append(row["id"])
+    return overdue

@@ -1,0 +1,109 @@
+"""Engines for the queue database: SQLite (embedded default) or PostgreSQL (production).
+
+Times are stored in UTC. On SQLite, rows written by outside systems may carry times in any ISO-like format, so
+reading is lenient: a value that cannot be parsed comes back as :class:`UnreadableTime` and the request is
+rejected with a reason instead of breaking the whole batch.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+
+@dataclass(frozen=True)
+class UnreadableTime:
+    raw: str
+
+    def __str__(self) -> str:
+        return self.raw
+
+
+def as_utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def parse_time(value: Any) -> datetime | UnreadableTime | None:
+    if value is None or isinstance(value, datetime):
+        return None if value is None else as_utc(value)
+    text = str(value).strip()
+    try:
+        return as_utc(datetime.fromisoformat(text.replace("Z", "+00:00")))
+    except ValueError:
+        return UnreadableTime(text)
+
+
+class UtcDateTime(sa.types.TypeDecorator):
+    """Aware UTC datetimes in, aware UTC datetimes out, on both dialects."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: sa.Dialect) -> sa.types.TypeEngine:
+        # SQLite has no datetime type: keep the raw text and parse it ourselves, leniently.
+        return dialect.type_descriptor(sa.Text() if dialect.name == "sqlite" else sa.DateTime(timezone=True))
+
+    def process_bind_param(self, value: Any, dialect: sa.Dialect) -> Any:
+        if value is None:
+            return None
+        if not isinstance(value, datetime):
+            raise TypeError(f"expected a datetime, got {value!r}")
+        value = as_utc(value)
+        return value.strftime("%Y-%m-%d %H:%M:%S.%f") if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: sa.Dialect) -> Any:
+        return parse_time(value)
+
+
+def _sqlite_begin_immediate(engine: Engine) -> None:
+    """Take SQLite's write lock at BEGIN, so a claim (select, then update) is atomic across processes."""
+
+    @sa.event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # let us issue BEGIN ourselves
+        dbapi_connection.execute("PRAGMA foreign_keys=ON")
+        dbapi_connection.execute("PRAGMA busy_timeout=30000")
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin(connection: sa.Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def create_engine_for_url(url: str) -> Engine:
+    engine = sa.create_engine(url, future=True, pool_pre_ping=True)
+    if engine.dialect.name == "sqlite":
+        _sqlite_begin_immediate(engine)
+    return engine
+
+
+def url_from_airflow_connection(conn_id: str) -> str:
+    """The SQLAlchemy URL for an Airflow connection (conn types sqlite and postgres), read through Airflow's
+    secrets backends so the queue database is configured like any other connection."""
+    from airflow.sdk import BaseHook
+
+    conn = BaseHook.get_connection(conn_id)
+    extra = conn.extra_dejson if conn.extra else {}
+    if extra.get("sqlalchemy_url"):
+        return str(extra["sqlalchemy_url"])
+    if conn.conn_type == "sqlite":
+        return f"sqlite:///{conn.host}"
+    if conn.conn_type in ("postgres", "postgresql"):
+        url = sa.engine.URL.create(
+            "postgresql+psycopg2",
+            username=conn.login or None,
+            password=conn.password or None,
+            host=conn.host or None,
+            port=conn.port or None,
+            database=conn.schema or None,
+        )
+        return url.render_as_string(hide_password=False)
+    raise ValueError(f"connection {conn_id!r} has type {conn.conn_type!r}; use sqlite or postgres")
+
+
+def dumps(detail: Any) -> str:
+    return json.dumps(detail, ensure_ascii=False, sort_keys=True, default=str)
