@@ -128,7 +128,7 @@ def standing_assignments() -> list[tuple[str, str, str, str]]:
         ("GROUP", "platform", "ReadOnlyAccess", "media-prod"),
         ("GROUP", "platform", "ReadOnlyAccess", "ec-prod"),
         ("USER", "alice", "ReadOnlyAccess", "media-stg"),
-        ("USER", "bob", "AdministratorAccess", "sandbox-1"),
+        ("USER", "dave", "PowerUserAccess", "ec-prod"),
     ]
 
 

@@ -1,0 +1,169 @@
+"""The `elevation` command: file requests, decide on them, read their state, migrate the database.
+
+Decisions are written as action rows and applied by the next `elevation_grants` run (every minute), through
+the same checks as the table, the form and the UI. `audit-events` (incident response on raw CloudTrail files)
+is registered by the audit package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+
+DATABASE_ENV = "ELEVATION_DATABASE_URL"
+
+
+def _engine(args: argparse.Namespace) -> sa.Engine:
+    from elevation.store.database import create_engine_for_url, url_from_airflow_connection
+
+    url = args.database_url or os.environ.get(DATABASE_ENV)
+    if not url:
+        from elevation.config import load_config
+
+        url = url_from_airflow_connection(load_config().connections.database)
+    return create_engine_for_url(url)
+
+
+def _cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from elevation.store.migrations import current_revision, upgrade
+
+    engine = _engine(args)
+    upgrade(engine)
+    print(f"schema at revision {current_revision(engine)}")
+    return 0
+
+
+def _cmd_request(args: argparse.Namespace) -> int:
+    from elevation.submission import submit
+
+    request_id = submit(
+        _engine(args),
+        {
+            "requester": args.requester,
+            "account_id": args.account,
+            "permission_set": args.permission_set,
+            "principal_group": args.group,
+            "start_at": args.start,
+            "duration_minutes": args.duration,
+            "justification": args.justification,
+            "ticket": args.ticket,
+            "client_request_id": args.client_request_id,
+        },
+    )
+    print(f"request {request_id} filed; the next elevation_grants run checks it against policy")
+    return 0
+
+
+def _cmd_action(args: argparse.Namespace) -> int:
+    from elevation.store import queue
+
+    actor = args.actor or getpass.getuser()
+    with _engine(args).begin() as conn:
+        if queue.get_request(conn, args.request_id) is None:
+            print(f"there is no request {args.request_id}", file=sys.stderr)
+            return 2
+        action_id = queue.insert_action(conn, args.request_id, args.command, actor, args.comment)
+    print(
+        f"action {action_id} ({args.command} request {args.request_id} as {actor}) recorded; "
+        "the next elevation_grants run applies it"
+    )
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from elevation.store import queue
+    from elevation.store.tables import requests
+
+    with _engine(args).connect() as conn:
+        if args.request_id is not None:
+            row = queue.get_request(conn, args.request_id)
+            if row is None:
+                print(f"there is no request {args.request_id}", file=sys.stderr)
+                return 2
+            print(
+                json.dumps(
+                    {key: str(value) if value is not None else None for key, value in row.items()},
+                    ensure_ascii=False,
+                    indent=2,
+                )
+            )
+            return 0
+        rows = conn.execute(sa.select(requests).order_by(requests.c.id.desc()).limit(args.limit)).mappings()
+        for row in rows:
+            print(
+                f"{row['id']:>6}  {row['status']:<9}  {row['requester']:<20.20}  {row['account_id']:<12.12}  "
+                f"{row['permission_set']:<24.24}  {row['status_reason'] or ''}"
+            )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="elevation", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--database-url",
+        help=f"SQLAlchemy URL of the queue database (or ${DATABASE_ENV}; "
+        "default: the Airflow connection named in the configuration file)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    db = commands.add_parser("db", help="database schema")
+    db_commands = db.add_subparsers(dest="db_command", required=True)
+    db_commands.add_parser("upgrade", help="apply the migrations in sql/migrations").set_defaults(
+        handler=_cmd_db_upgrade
+    )
+
+    request = commands.add_parser("request", help="file a request for temporary access")
+    request.add_argument("--requester", required=True)
+    request.add_argument("--account", required=True)
+    request.add_argument("--permission-set", required=True)
+    request.add_argument("--duration", type=int, required=True, help="minutes")
+    request.add_argument("--start", help="ISO 8601, UTC (default: now)")
+    request.add_argument("--group", help="assign this group instead of the requester")
+    request.add_argument("--justification")
+    request.add_argument("--ticket")
+    request.add_argument("--client-request-id")
+    request.set_defaults(handler=_cmd_request)
+
+    for name, text in (
+        ("approve", "approve a pending request"),
+        ("reject", "reject a pending request"),
+        ("cancel", "cancel your request before it starts"),
+        ("revoke", "end an active session early"),
+    ):
+        action = commands.add_parser(name, help=text)
+        action.add_argument("request_id", type=int)
+        action.add_argument("--as", dest="actor", help="your login (default: the OS user)")
+        action.add_argument("--comment")
+        action.set_defaults(handler=_cmd_action)
+
+    status = commands.add_parser("status", help="show one request, or the latest ones")
+    status.add_argument("request_id", type=int, nargs="?")
+    status.add_argument("--limit", type=int, default=20)
+    status.set_defaults(handler=_cmd_status)
+
+    try:
+        from elevation.audit import command as audit_command
+    except ImportError:  # the audit package is optional at this layer
+        audit_command = None
+    if audit_command is not None:
+        audit_command.register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except (ValueError, RuntimeError) as error:
+        print(f"elevation: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""Shared worlds for the tests: one AWS emulator per session, a fresh organization, queue and policy per test.
+
+Airflow reads its configuration when first imported, so its home, DAG folder and metadata database are set
+here, before anything imports it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+_AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="elevation-airflow-"))
+os.environ.update(
+    {
+        "AIRFLOW_HOME": str(_AIRFLOW_HOME),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_AIRFLOW_HOME}/airflow.db",
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+    }
+)
+
+from elevation.devkit.emulator import AwsEmulator  # noqa: E402
+from elevation.devkit.world import World, build_world, policy_document, write_config  # noqa: E402
+from elevation.runtime import Runtime, identity_center_from_airflow  # noqa: E402
+from elevation.store import queue  # noqa: E402
+from elevation.store.database import create_engine_for_url  # noqa: E402
+from elevation.store.migrations import upgrade  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def emulator() -> Iterator[AwsEmulator]:
+    with AwsEmulator() as running:
+        yield running
+
+
+@pytest.fixture
+def world(emulator: AwsEmulator, monkeypatch: pytest.MonkeyPatch) -> World:
+    """A fresh organization: accounts in Production/Staging/Sandbox OUs, users, groups, permission sets."""
+    emulator.reset()
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", emulator.airflow_connection_json())
+    built = build_world(emulator)
+    emulator.calls.clear()  # count only what the system under test does
+    return built
+
+
+@pytest.fixture
+def queue_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A migrated SQLite queue (the embedded default), reachable as the Airflow connection `elevation_db`."""
+    path = tmp_path / "queue.db"
+    monkeypatch.setenv("AIRFLOW_CONN_ELEVATION_DB", json.dumps({"conn_type": "sqlite", "host": str(path)}))
+    upgrade(create_engine_for_url(f"sqlite:///{path}"))
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture
+def engine(queue_url: str):  # noqa: ANN201
+    return create_engine_for_url(queue_url)
+
+
+@pytest.fixture
+def configure(world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Path]:
+    """Write the world's configuration file (policy sections may be overridden) and point ELEVATION_CONFIG at it."""
+
+    def _configure(**policy_overrides: Any) -> Path:
+        path = write_config(world, tmp_path / "elevation.yaml", policy=policy_document(world, **policy_overrides))
+        monkeypatch.setenv("ELEVATION_CONFIG", str(path))
+        return path
+
+    _configure()
+    return _configure
+
+
+@pytest.fixture
+def make_runtime(engine, configure, world: World) -> Callable[..., Runtime]:  # noqa: ANN001
+    """A Runtime as a DAG task would build it, at a chosen logical time (default: now)."""
+    from elevation.config import load_config
+
+    def _make(as_of: datetime | None = None, actor: str = "test", clock: Callable[[], datetime] | None = None) -> Runtime:
+        extra = {"clock": clock} if clock else {}
+        return Runtime(
+            config=load_config(),
+            engine=engine,
+            identity_center_factory=identity_center_from_airflow,
+            as_of=as_of or datetime.now(UTC),
+            actor=actor,
+            **extra,
+        )
+
+    return _make
+
+
+@pytest.fixture
+def file_request(engine, world: World) -> Callable[..., int]:  # noqa: ANN001
+    """Insert a request row as an outside system would; account may be given by world name."""
+
+    def _file(**values: Any) -> int:
+        row: dict[str, Any] = {
+            "requester": "alice",
+            "account_id": "media-stg",
+            "permission_set": "PowerUserAccess",
+            "duration_minutes": 60,
+            "justification": "deploy hotfix",
+            "start_at": datetime.now(UTC),
+        }
+        row.update(values)
+        row["account_id"] = world.accounts.get(row["account_id"], row["account_id"])
+        with engine.begin() as conn:
+            return queue.insert_request(conn, **row)
+
+    return _file
+
+
+@pytest.fixture
+def request_row(engine) -> Callable[[int], dict[str, Any]]:  # noqa: ANN001
+    def _row(request_id: int) -> dict[str, Any]:
+        with engine.connect() as conn:
+            row = queue.get_request(conn, request_id)
+        assert row is not None
+        return dict(row)
+
+    return _row
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> None:
+    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def dagbag(airflow_db: None):  # noqa: ANN201
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(str(REPO / "dags"))
+    assert not bag.import_errors, bag.import_errors
+    return bag
+
+
+@pytest.fixture
+def run_dag(dagbag, configure, queue_url):  # noqa: ANN001, ANN201
+    """Run a DAG with `dag.test()` at a logical time; returns the DagRun (its state says if a task failed)."""
+
+    def _run(dag_id: str, logical_date: datetime) -> Any:
+        return dagbag.get_dag(dag_id).test(logical_date=logical_date)
+
+    return _run
+
+
+def minutes(n: float) -> timedelta:
+    return timedelta(minutes=n)

@@ -1,0 +1,152 @@
+"""Grants: only a confirmed creation makes a request active; limits, retries and faults on the wire."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from elevation.grants import run_grants
+from elevation.intake import run_intake
+
+
+@pytest.fixture
+def grant_now(make_runtime):
+    """Run intake then grants as of now, like one elevation_grants run."""
+
+    def _run(**runtime_args):
+        runtime = make_runtime(**runtime_args)
+        run_intake(runtime)
+        return run_grants(runtime)
+
+    return _run
+
+
+def oncall_request(file_request, **values):
+    """dave is on call: AdministratorAccess in production is auto-approved for up to 2 hours."""
+    return file_request(requester="dave", account_id="media-prod", permission_set="AdministratorAccess", **values)
+
+
+def test_a_creation_that_aws_reports_failed_marks_the_request_failed_with_the_reason(
+    world, file_request, request_row, grant_now
+):
+    world.emulator.identity_center.fail_next_creations(reason="Received a 404 status error: Not supported")
+    request_id = oncall_request(file_request)
+    summary = grant_now()
+    row = request_row(request_id)
+    assert row["status"] == "failed" and row["reason_code"] == "grant_not_confirmed"
+    assert "Received a 404 status error" in row["status_reason"]
+    assert summary.failed[0][0] == request_id and not summary.activated
+    assert not world.has_assignment("dave", "media-prod", "AdministratorAccess")
+
+
+def test_a_creation_still_in_progress_past_the_bound_is_failed_not_active(
+    world, configure, file_request, request_row, grant_now
+):
+    configure(grants={"status_poll_initial": "0.05s", "status_poll_max": "0.1s", "status_wait_bound": "0.6s"})
+    world.emulator.identity_center.hold_creations(polls=None)
+    request_id = oncall_request(file_request)
+    grant_now()
+    row = request_row(request_id)
+    assert row["status"] == "failed"
+    assert "not confirmed within" in row["status_reason"] and "IN_PROGRESS" in row["status_reason"]
+    # The creation may still complete later: the system asked for its removal rather than leave stray access.
+    assert world.emulator.calls.count("DeleteAccountAssignment") == 1
+
+
+def test_a_status_answer_without_a_status_never_counts_as_confirmed(
+    world, configure, file_request, request_row, grant_now
+):
+    configure(grants={"status_poll_initial": "0.05s", "status_poll_max": "0.1s", "status_wait_bound": "0.6s"})
+    world.emulator.identity_center.omit_status_next_creations()
+    request_id = oncall_request(file_request)
+    grant_now()
+    row = request_row(request_id)
+    assert row["status"] == "failed"
+    assert "no status in the answer" in row["status_reason"]
+
+
+def test_a_burst_of_thirty_approvals_all_end_active_with_at_most_ten_creations_in_flight(
+    world, file_request, request_row, grant_now
+):
+    world.emulator.identity_center.hold_creations(polls=3)
+    users = ["alice", "dave"]  # both on call
+    accounts = ["media-prod", "ec-prod"]
+    ids = []
+    for index in range(30):
+        # 30 distinct requests; duplicates of a triple are legitimate overlapping sessions.
+        ids.append(
+            file_request(
+                requester=users[index % 2],
+                account_id=accounts[(index // 2) % 2],
+                permission_set="AdministratorAccess",
+                justification=f"incident INC-{index}",
+            )
+        )
+    summary = grant_now()
+    assert sorted(summary.activated) == ids
+    assert all(request_row(request_id)["status"] == "active" for request_id in ids)
+    assert world.emulator.identity_center.max_creations_in_flight <= 10
+    # Overlapping sessions share one assignment: one creation per (user, account).
+    assert world.emulator.calls.count("CreateAccountAssignment") == 4
+
+
+def test_throttling_and_conflicts_on_the_wire_are_retried_until_the_run_converges(
+    world, file_request, request_row, grant_now
+):
+    faults = world.emulator.faults
+    faults.inject("CreateAccountAssignment", "ConflictException", message="another operation is in progress", times=2)
+    faults.inject("DescribeAccountAssignmentCreationStatus", "ThrottlingException", message="Rate exceeded", times=3)
+    faults.inject("ListAccountAssignments", "ThrottlingException", message="Rate exceeded", times=1)
+    faults.inject("GetUserId", "InternalServerException", http_status=500, times=1)
+    request_id = oncall_request(file_request)
+    summary = grant_now()
+    assert faults.remaining == 0
+    assert summary.activated == [request_id]
+    assert request_row(request_id)["status"] == "active"
+    assert world.assignments("media-prod", "AdministratorAccess") == [("USER", world.users["dave"])]
+
+
+def test_an_approved_request_starting_later_is_scheduled_then_granted_when_its_start_comes(
+    world, file_request, request_row, make_runtime
+):
+    now = datetime.now(UTC)
+    from conftest import minutes
+
+    request_id = oncall_request(file_request, start_at=now + minutes(30))
+    runtime = make_runtime(as_of=now)
+    run_intake(runtime)
+    assert run_grants(runtime).scheduled == [request_id]
+    assert request_row(request_id)["status"] == "scheduled"
+    later = make_runtime(as_of=now + minutes(31))
+    assert run_grants(later).activated == [request_id]
+    assert world.has_assignment("dave", "media-prod", "AdministratorAccess")
+
+
+def test_access_whose_end_has_passed_by_the_real_clock_is_never_granted(file_request, request_row, make_runtime):
+    from conftest import minutes
+
+    now = datetime.now(UTC)
+    request_id = oncall_request(file_request, start_at=now - minutes(50), duration_minutes=45)
+    back_then = now - minutes(49)
+    run_intake(make_runtime(as_of=back_then, clock=lambda: back_then))
+    assert request_row(request_id)["status"] == "approved"
+    # A replay of that moment, run now: by the real clock the session would already be over.
+    summary = run_grants(make_runtime(as_of=back_then))
+    assert summary.expired == [request_id] and not summary.activated
+    row = request_row(request_id)
+    assert (row["status"], row["reason_code"]) == ("expired", "window_passed")
+
+
+def test_a_group_grant_records_the_members_for_the_audit(world, engine, file_request, request_row, grant_now):
+    from elevation.store import queue
+
+    request_id = file_request(requester="bob", account_id="media-prod", permission_set="PowerUserAccess",
+                              principal_group="platform", approver="carol", status="approved")
+    grant_now()
+    assert request_row(request_id)["status"] == "active"
+    with engine.connect() as conn:
+        session = queue.session_for(conn, request_id)
+    assert session["principal_type"] == "GROUP" and session["principal_name"] == "platform"
+    assert __import__("json").loads(session["group_members"]) == ["bob", "carol"]
+    assert ("GROUP", world.groups["platform"]) in world.assignments("media-prod", "PowerUserAccess")

@@ -1,0 +1,144 @@
+"""Bad input: each bad row ends rejected with a readable reason on it; nothing else is held up."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+import sqlalchemy as sa
+from conftest import minutes
+
+from elevation.intake import run_intake
+from elevation.store import queue
+
+HOSTILE_TEXT = "本番障害対応のため'); DROP TABLE elevation_request; -- <script>alert('x')</script> 🚨"
+
+# (case id, row values that differ from a valid request, expected words in the reason)
+BAD_ROWS = [
+    ("malformed account id", {"account_id": "12345"}, "'12345' is not 12 digits"),
+    ("account id with letters", {"account_id": "12345678901x"}, "is not 12 digits"),
+    ("unknown permission set", {"permission_set": "SuperAdmin"}, "permission set 'SuperAdmin' does not exist"),
+    ("unknown person", {"requester": "mallory"}, "requester 'mallory' is not a known person"),
+    ("person without an Identity Center user", {"requester": "frank"}, "Identity Center user 'frank'"),
+    ("unknown group", {"principal_group": "ghosts"}, "group 'ghosts' does not exist"),
+    ("zero duration", {"duration_minutes": 0}, "duration must be positive"),
+    ("negative duration", {"duration_minutes": -30}, "duration must be positive"),
+    ("duration over the policy maximum", {"duration_minutes": 13 * 60}, "over the policy maximum"),
+    ("duration over the eligible maximum", {"duration_minutes": 9 * 60}, "over the eligible maximum 8:00:00"),
+    ("window already over", {"start_at": "past"}, "the requested window is already over"),
+    ("requester not eligible", {"requester": "hanako", "account_id": "media-prod"}, "hanako is not eligible"),
+    ("approver not named for the account", {"status": "approved", "approver": "erin"}, "erin is not an approver"),
+    ("self-approval", {"requester": "bob", "account_id": "media-prod", "status": "approved", "approver": "bob"},
+     "may not approve their own"),
+    ("approved without an approver", {"status": "approved"}, "inserted as approved without an approver"),
+    ("forbidden account", {"account_id": "123456789012"}, "account 123456789012 can never be requested"),
+    ("missing justification", {"justification": "   "}, "a justification is required"),
+    ("justification over the limit", {"justification": "x" * 5000}, "justification is 5000 characters long"),
+    ("ticket over the limit", {"ticket": "T" * 201}, "ticket is 201 characters long; the limit is 200"),
+]
+
+
+@pytest.mark.parametrize(("values", "reason"), [case[1:] for case in BAD_ROWS], ids=[case[0] for case in BAD_ROWS])
+def test_a_bad_row_ends_rejected_with_the_reason_on_the_row(values, reason, file_request, request_row, make_runtime):
+    now = datetime.now(UTC)
+    values = dict(values)
+    if values.get("start_at") == "past":
+        values["start_at"] = now - minutes(180)
+    bad = file_request(**values)
+    good = file_request(requester="erin", justification="rotate keys")  # Staging, needs bob's approval
+    summary = run_intake(make_runtime(as_of=now))
+    row = request_row(bad)
+    assert row["status"] == "rejected", row
+    assert row["reason_code"] == "invalid_request"
+    assert reason in row["status_reason"]
+    assert [rejected for rejected, _ in summary.rejected] == [bad]
+    assert request_row(good)["status"] == "pending"
+
+
+def test_duplicate_client_request_ids_reject_the_later_row(file_request, request_row, make_runtime):
+    first = file_request(client_request_id="JIRA-42")
+    second = file_request(client_request_id="JIRA-42")
+    run_intake(make_runtime())
+    assert request_row(first)["status"] == "pending"
+    row = request_row(second)
+    assert row["status"] == "rejected"
+    assert row["status_reason"] == f"duplicate client_request_id 'JIRA-42': already used by request {first}"
+
+
+def test_an_unreadable_start_time_written_by_an_outside_system_is_rejected(engine, world, request_row, make_runtime):
+    with engine.begin() as conn:  # raw SQL, as a foreign writer on SQLite might do it
+        conn.execute(
+            sa.text(
+                "INSERT INTO elevation_request (requester, account_id, permission_set, duration_minutes, "
+                "justification, start_at) VALUES ('alice', :account, 'PowerUserAccess', 60, 'x', 'next tuesday')"
+            ),
+            {"account": world.accounts["media-stg"]},
+        )
+        request_id = conn.execute(sa.text("SELECT max(id) FROM elevation_request")).scalar_one()
+    run_intake(make_runtime())
+    row = request_row(request_id)
+    assert row["status"] == "rejected"
+    assert "start_at 'next tuesday' is not a valid time" in row["status_reason"]
+
+
+def test_free_text_in_any_language_with_sql_and_html_is_stored_verbatim(file_request, request_row, make_runtime):
+    request_id = file_request(justification=HOSTILE_TEXT, ticket="<b>INC-1</b>")
+    run_intake(make_runtime())
+    row = request_row(request_id)
+    assert row["status"] == "pending"
+    assert row["justification"] == HOSTILE_TEXT and row["ticket"] == "<b>INC-1</b>"
+
+
+def test_pending_requests_nobody_decides_expire(file_request, request_row, make_runtime):
+    now = datetime.now(UTC)
+    request_id = file_request(start_at=now + minutes(60 * 23), duration_minutes=180)
+    run_intake(make_runtime(as_of=now))
+    assert request_row(request_id)["status"] == "pending"
+    run_intake(make_runtime(as_of=now + minutes(24 * 60 + 1)))
+    row = request_row(request_id)
+    assert (row["status"], row["reason_code"]) == ("expired", "not_decided_in_time")
+
+
+def test_an_approval_by_someone_the_policy_does_not_name_is_refused_and_recorded(
+    engine, file_request, request_row, make_runtime
+):
+    request_id = file_request()
+    with engine.begin() as conn:
+        action_id = queue.insert_action(conn, request_id, "approve", "carol")  # carol approves production only
+    summary = run_intake(make_runtime())
+    assert request_row(request_id)["status"] == "pending"
+    with engine.connect() as conn:
+        action = queue.get_action(conn, action_id)
+    assert action["outcome"] == "refused"
+    assert action["outcome_reason"] == f"carol is not an approver for account {request_row(request_id)['account_id']}"
+    assert summary.actions_refused == [(action_id, action["outcome_reason"])]
+
+
+def test_only_the_requester_can_cancel(engine, file_request, request_row, make_runtime):
+    request_id = file_request()
+    with engine.begin() as conn:
+        refused = queue.insert_action(conn, request_id, "cancel", "bob")
+        applied = queue.insert_action(conn, request_id, "cancel", "alice@example.com")  # email works as login
+    run_intake(make_runtime())
+    with engine.connect() as conn:
+        assert queue.get_action(conn, refused)["outcome_reason"] == "only the requester can cancel a request"
+        assert queue.get_action(conn, applied)["outcome"] == "applied"
+    assert request_row(request_id)["status"] == "cancelled"
+
+
+def test_all_bad_rows_at_once_do_not_hold_up_a_good_one_or_crash_the_dag(
+    world, file_request, request_row, run_dag
+):
+    now = datetime.now(UTC)
+    bad = []
+    for _, values, _ in BAD_ROWS:
+        values = dict(values)
+        if values.get("start_at") == "past":
+            values["start_at"] = now - minutes(180)
+        bad.append(file_request(**{"start_at": now, **values}))
+    good = file_request(requester="dave", account_id="media-prod", permission_set="AdministratorAccess",
+                        start_at=now, justification=HOSTILE_TEXT)
+    assert run_dag("elevation_grants", now).state == "success"
+    assert all(request_row(request_id)["status"] == "rejected" for request_id in bad)
+    assert request_row(good)["status"] == "active"
+    assert world.has_assignment("dave", "media-prod", "AdministratorAccess")
