@@ -160,3 +160,32 @@ def run_dag(dagbag, configure, queue_url):  # noqa: ANN001, ANN201
 
 def minutes(n: float) -> timedelta:
     return timedelta(minutes=n)
+
+
+POSTGRES_ENV = "ELEVATION_TEST_POSTGRES_URL"
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for one test, on the server named by ELEVATION_TEST_POSTGRES_URL.
+
+    Skipped (with the reason shown) when the variable is absent, except under CI, where that is a failure.
+    """
+    import sqlalchemy as sa
+
+    base = os.environ.get(POSTGRES_ENV)
+    if not base:
+        if os.environ.get("CI"):
+            pytest.fail(f"{POSTGRES_ENV} is not set; CI must run the PostgreSQL tests")
+        pytest.skip(f"{POSTGRES_ENV} is not set: PostgreSQL tests need a server")
+    name = f"elevation_test_{os.getpid()}_{datetime.now(UTC):%H%M%S%f}"
+    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = sa.engine.make_url(base).set(database=name).render_as_string(hide_password=False)
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

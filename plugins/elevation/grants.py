@@ -58,26 +58,33 @@ def poll_settings(runtime: Runtime) -> PollSettings:
 
 
 def run_grants(runtime: Runtime) -> GrantSummary:
+    """Claim approved requests a batch at a time (so parallel workers share the queue) and grant them."""
     summary = GrantSummary()
-    claimed = queue.claim(
-        runtime.engine,
-        statuses=[Status.APPROVED, Status.SCHEDULED],
-        worker=runtime.worker,
-        now=runtime.now(),
-        lease=CLAIM_LEASE,
-    )
-    due = [row for row in claimed if _ready(runtime, row, summary)]
-    grants = [grant for grant in (_prepare(runtime, row, summary) for row in due) if grant is not None]
-    ic = runtime.identity_center
-    confirm_all(
-        grants,
-        start=lambda grant: _start(runtime, grant),
-        describe=ic.creation_status,
-        settings=poll_settings(runtime),
-        on_outcome=lambda outcome: _settle(runtime, outcome, summary),
-        sleep=runtime.sleep,
-    )
-    return summary
+    settings = poll_settings(runtime)
+    seen: set[int] = set()
+    while True:
+        claimed = queue.claim(
+            runtime.engine,
+            statuses=[Status.APPROVED, Status.SCHEDULED],
+            worker=runtime.worker,
+            now=runtime.now(),
+            lease=CLAIM_LEASE,
+            limit=settings.max_in_flight,
+            skip=seen,
+        )
+        if not claimed:
+            return summary
+        seen.update(row["id"] for row in claimed)
+        due = [row for row in claimed if _ready(runtime, row, summary)]
+        grants = [grant for grant in (_prepare(runtime, row, summary) for row in due) if grant is not None]
+        confirm_all(
+            grants,
+            start=lambda grant: _start(runtime, grant),
+            describe=runtime.identity_center.creation_status,
+            settings=settings,
+            on_outcome=lambda outcome: _settle(runtime, outcome, summary),
+            sleep=runtime.sleep,
+        )
 
 
 def _release(runtime: Runtime, request_id: int) -> None:

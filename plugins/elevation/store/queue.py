@@ -155,15 +155,18 @@ def claim(
     now: datetime,
     lease: timedelta,
     limit: int = 500,
+    skip: Iterable[int] = (),
 ) -> list[Row]:
-    """Take up to `limit` rows in `statuses` that nobody holds, for `lease`; returns them as claimed."""
+    """Take up to `limit` rows in `statuses` that nobody holds (and not in `skip`), for `lease`."""
     wanted = [Status(status).value for status in statuses]
+    skip = list(skip)
     with engine.begin() as conn:
         query = (
             sa.select(requests.c.id)
             .where(
                 requests.c.status.in_(wanted),
                 sa.or_(requests.c.claimed_until.is_(None), requests.c.claimed_until < now),
+                requests.c.id.not_in(skip) if skip else sa.true(),
             )
             .order_by(requests.c.id)
             .limit(limit)

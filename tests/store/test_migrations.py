@@ -1,0 +1,92 @@
+"""The schema: versioned migrations that upgrade a database in place, on SQLite and PostgreSQL alike."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from elevation.store import queue
+from elevation.store.database import create_engine_for_url
+from elevation.store.migrations import current_revision, upgrade
+from elevation.store.tables import metadata
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_database(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/queue.db"
+    return request.getfixturevalue("postgres_url")
+
+
+def test_a_database_created_by_the_first_migration_upgrades_to_the_latest_keeping_its_rows(empty_database):
+    engine = create_engine_for_url(empty_database)
+    upgrade(engine, "0001")
+    assert current_revision(engine) == "0001"
+    with engine.begin() as conn:
+        request_id = queue.insert_request(conn, requester="alice", account_id="111122223333",
+                                          permission_set="ReadOnlyAccess", duration_minutes=30,
+                                          justification="障害調査")
+    assert "elevation_heartbeat" not in sa.inspect(engine).get_table_names()
+
+    upgrade(engine)
+    assert current_revision(engine) == "0002"
+    assert "elevation_heartbeat" in sa.inspect(engine).get_table_names()
+    with engine.connect() as conn:
+        assert queue.get_request(conn, request_id)["justification"] == "障害調査"
+    upgrade(engine)  # idempotent
+    assert current_revision(engine) == "0002"
+
+
+def test_the_migrated_schema_matches_what_the_code_reads_and_writes(empty_database):
+    engine = create_engine_for_url(empty_database)
+    upgrade(engine)
+    inspector = sa.inspect(engine)
+    for table in metadata.sorted_tables:
+        migrated = {column["name"] for column in inspector.get_columns(table.name)}
+        assert migrated == set(table.columns.keys()), table.name
+
+
+def test_times_are_stored_in_utc_whatever_zone_they_came_in(empty_database):
+    from datetime import datetime, timedelta, timezone
+
+    engine = create_engine_for_url(empty_database)
+    upgrade(engine)
+    tokyo = timezone(timedelta(hours=9))
+    with engine.begin() as conn:
+        request_id = queue.insert_request(conn, requester="hanako", account_id="111122223333",
+                                          permission_set="ReadOnlyAccess", duration_minutes=30,
+                                          start_at=datetime(2026, 11, 29, 9, 0, tzinfo=tokyo))
+    with engine.connect() as conn:
+        start = queue.get_request(conn, request_id)["start_at"]
+    assert start == datetime(2026, 11, 29, 0, 0, tzinfo=timezone.utc)
+    assert start.utcoffset() == timedelta(0)
+
+
+def test_the_intake_role_may_insert_and_read_requests_and_nothing_else(postgres_url):
+    from elevation.resources import data_path
+
+    engine = create_engine_for_url(postgres_url)
+    upgrade(engine)
+    role_sql = (data_path("sql") / "postgresql_intake_role.sql").read_text()
+    with engine.begin() as conn:
+        conn.exec_driver_sql(role_sql)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("SET ROLE elevation_intake")
+        conn.execute(sa.text("INSERT INTO elevation_request (requester, account_id, permission_set, "
+                             "duration_minutes, justification) VALUES ('alice', '111122223333', 'X', 60, 'j')"))
+        status = conn.execute(sa.text("SELECT status, status_reason FROM elevation_request")).one()
+        assert status == ("pending", None)
+        conn.execute(sa.text("INSERT INTO elevation_action (request_id, action, actor) VALUES (1, 'cancel', 'alice')"))
+    forbidden = [
+        "UPDATE elevation_request SET status = 'active'",
+        "DELETE FROM elevation_request",
+        "SELECT * FROM elevation_event",
+        "SELECT claimed_by FROM elevation_request",
+        "UPDATE elevation_action SET outcome = 'applied'",
+        "INSERT INTO elevation_request (requester, account_id, permission_set, duration_minutes, granted_at) "
+        "VALUES ('a', '1', 'p', 1, now())",
+    ]
+    for statement in forbidden:
+        with pytest.raises(sa.exc.ProgrammingError, match="permission denied"), engine.begin() as conn:
+            conn.exec_driver_sql("SET ROLE elevation_intake")
+            conn.exec_driver_sql(statement)
