@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
-from conftest import minutes
 
+from conftest import minutes
 from elevation.intake import run_intake
 from elevation.store import queue
 

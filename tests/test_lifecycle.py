@@ -97,9 +97,9 @@ def test_outside_writers_can_only_insert_pending_or_approved_rows(machine_engine
             with machine_engine.begin() as conn:
                 conn.execute(insert, {"status": status.value})
         else:
-            with pytest.raises(sa.exc.IntegrityError, match="insert with status pending or approved"):
-                with machine_engine.begin() as conn:
-                    conn.execute(insert, {"status": status.value})
+            refused = pytest.raises(sa.exc.IntegrityError, match="insert with status pending or approved")
+            with refused, machine_engine.begin() as conn:
+                conn.execute(insert, {"status": status.value})
 
 
 # --- every entry path goes through the same code -----------------------------------------------------------

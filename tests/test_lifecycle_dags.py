@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from conftest import minutes
-
 from elevation.store import queue
 
 

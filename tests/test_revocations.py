@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from conftest import minutes
 
+from conftest import minutes
 from elevation.grants import run_grants
 from elevation.intake import run_intake
 from elevation.revocations import RevocationOverdue, run_revocations

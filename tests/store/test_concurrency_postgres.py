@@ -56,7 +56,7 @@ def test_two_processes_granting_at_once_never_grant_a_request_twice(world, confi
         for n in (1, 2)
     ]
     results = [worker.communicate(timeout=300) for worker in workers]
-    for worker, (out, err) in zip(workers, results, strict=True):
+    for worker, (_out, err) in zip(workers, results, strict=True):
         assert worker.returncode == 0, err[-3000:]
     activated = [json.loads(out.strip().splitlines()[-1]) for out, _ in results]
     assert activated[0] and activated[1], "both workers should have had work"

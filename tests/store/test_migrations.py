@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC
+
 import pytest
 import sqlalchemy as sa
 
@@ -58,7 +60,7 @@ def test_times_are_stored_in_utc_whatever_zone_they_came_in(empty_database):
                                           start_at=datetime(2026, 11, 29, 9, 0, tzinfo=tokyo))
     with engine.connect() as conn:
         start = queue.get_request(conn, request_id)["start_at"]
-    assert start == datetime(2026, 11, 29, 0, 0, tzinfo=timezone.utc)
+    assert start == datetime(2026, 11, 29, 0, 0, tzinfo=UTC)
     assert start.utcoffset() == timedelta(0)
 
 

@@ -1,0 +1,283 @@
+"""`make demo`: a simulated day of temporary access in an emulated AWS organization, through the real DAGs.
+
+Starts the AWS emulator, builds the demo organization, writes a configuration file and a SQLite queue under
+`.demo/`, files realistic requests (overlapping ones, a group grant, an early revocation, bad ones), and drives
+the real DAGs with `dag.test()` at chosen logical times over the next 26 hours. Airflow's own logs go to
+`.demo/airflow.log`; the terminal gets a short summary. Nothing here is a demo-only branch of the lifecycle: the
+DAGs run exactly as in production, against the emulator instead of AWS.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TextIO
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A request the demo files, and what it shows."""
+
+    label: str
+    values: dict[str, Any]
+    offset: timedelta = timedelta(0)  # start, from the beginning of the day
+
+
+def _airflow_environment(home: Path) -> None:
+    os.environ.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
+        }
+    )
+
+
+@contextlib.contextmanager
+def _output_to(log: TextIO) -> Iterator[None]:
+    """Send everything written to stdout/stderr (Airflow's task logs included) to the log file."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    os.dup2(log.fileno(), 1)
+    os.dup2(log.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        os.close(saved[0])
+        os.close(saved[1])
+
+
+def plan(hour: timedelta = timedelta(hours=1)) -> list[Planned]:
+    minute = timedelta(minutes=1)
+    ja = "本番DBの接続数が急増。原因調査と一時的な設定変更のため（障害チケット INC-2041）"
+    return [
+        Planned("on-call break-glass, auto-approved", {"requester": "dave", "account_id": "media-prod",
+                "permission_set": "AdministratorAccess", "duration_minutes": 90,
+                "justification": "PagerDuty: checkout latency", "ticket": "INC-2040"}),
+        Planned("overlapping session #1", {"requester": "alice", "account_id": "media-prod",
+                "permission_set": "AdministratorAccess", "duration_minutes": 60,
+                "justification": "failover drill", "ticket": "CHG-311"}, hour),
+        Planned("overlapping session #2 (same user, set, account)", {"requester": "alice",
+                "account_id": "media-prod", "permission_set": "AdministratorAccess", "duration_minutes": 90,
+                "justification": "failover drill, part 2", "ticket": "CHG-311"}, hour + 30 * minute),
+        Planned("approved by bob in the queue", {"requester": "erin", "account_id": "ec-prod",
+                "permission_set": "PowerUserAccess", "duration_minutes": 120,
+                "justification": "release 4.2", "ticket": "CHG-315"}, 2 * hour),
+        Planned("Japanese justification, approved by bob", {"requester": "hanako@example.co.jp",
+                "account_id": "media-stg", "permission_set": "PowerUserAccess", "duration_minutes": 240,
+                "justification": ja, "ticket": "INC-2041"}, 3 * hour),
+        Planned("group grant, inserted approved", {"requester": "bob", "account_id": "ec-prod",
+                "permission_set": "PowerUserAccess", "principal_group": "platform", "duration_minutes": 60,
+                "justification": "quarterly IAM review", "status": "approved", "approver": "carol"}, 4 * hour),
+        Planned("on top of a standing assignment", {"requester": "dave", "account_id": "ec-prod",
+                "permission_set": "PowerUserAccess", "duration_minutes": 60, "justification": "cache flush",
+                "status": "approved", "approver": "bob"}, 4 * hour),
+        Planned("ended early by the requester", {"requester": "alice", "account_id": "ec-prod",
+                "permission_set": "AdministratorAccess", "duration_minutes": 120,
+                "justification": "incident follow-up"}, 5 * hour),
+        Planned("AWS refuses the creation", {"requester": "dave", "account_id": "ec-prod",
+                "permission_set": "AdministratorAccess", "duration_minutes": 30,
+                "justification": "restart workers"}, 8 * hour),
+        Planned("never decided", {"requester": "carol", "account_id": "media-prod",
+                "permission_set": "PowerUserAccess", "duration_minutes": 240,
+                "justification": "capacity planning"}, 22 * hour),
+        Planned("bad: unknown person", {"requester": "mallory", "account_id": "media-prod",
+                "permission_set": "AdministratorAccess", "duration_minutes": 60, "justification": "trust me"}),
+        Planned("bad: self-approval", {"requester": "bob", "account_id": "media-prod",
+                "permission_set": "AdministratorAccess", "duration_minutes": 60, "justification": "fix",
+                "status": "approved", "approver": "bob"}),
+        Planned("bad: management account", {"requester": "dave", "account_id": "management",
+                "permission_set": "AdministratorAccess", "duration_minutes": 60, "justification": "fix"}),
+        Planned("bad: unknown permission set", {"requester": "erin", "account_id": "media-stg",
+                "permission_set": "SuperAdmin", "duration_minutes": 60, "justification": "x"}),
+        Planned("bad: not eligible", {"requester": "hanako", "account_id": "media-prod",
+                "permission_set": "AdministratorAccess", "duration_minutes": 60, "justification": "curious"}),
+        Planned("bad: zero duration", {"requester": "erin", "account_id": "media-stg",
+                "permission_set": "PowerUserAccess", "duration_minutes": 0, "justification": "x"}),
+        Planned("bad: SQL and HTML in the text, and too long", {"requester": "erin", "account_id": "media-stg",
+                "permission_set": "PowerUserAccess", "duration_minutes": 30,
+                "justification": "'); DROP TABLE elevation_request; -- <script>alert(1)</script>" * 80}),
+    ]
+
+
+def main() -> int:
+    started = time.monotonic()
+    out = sys.stdout
+    workdir = REPO / ".demo"
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    _airflow_environment(workdir / "airflow")
+    log_path = workdir / "airflow.log"
+    log = log_path.open("w", encoding="utf-8")
+
+    def say(text: str = "") -> None:
+        print(text, file=out, flush=True)
+
+    say("elevation demo: a simulated day of temporary access in an emulated AWS organization")
+    with _output_to(log):
+        subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, stdout=log, stderr=log)
+
+    from elevation.devkit.emulator import AwsEmulator
+    from elevation.devkit.world import build_world, write_config
+    from elevation.store import queue
+    from elevation.store.database import create_engine_for_url
+    from elevation.store.migrations import upgrade
+
+    emulator = AwsEmulator().start()
+    world = build_world(emulator)
+    emulator.calls.clear()
+    config_path = write_config(world, workdir / "elevation.yaml")
+    queue_path = workdir / "queue.db"
+    os.environ.update(
+        {
+            "ELEVATION_CONFIG": str(config_path),
+            "AIRFLOW_CONN_AWS_DEFAULT": emulator.airflow_connection_json(),
+            "AIRFLOW_CONN_ELEVATION_DB": json.dumps({"conn_type": "sqlite", "host": str(queue_path)}),
+        }
+    )
+    engine = create_engine_for_url(f"sqlite:///{queue_path}")
+    upgrade(engine)
+    say(f"  AWS emulator   {emulator.endpoint_url} (moto, Identity Center extended)")
+    say(f"  organization   {', '.join(f'{name} {number}' for name, number in world.accounts.items())}")
+    say(f"  people         {', '.join(sorted(world.users))}; groups {', '.join(sorted(world.groups))}")
+    say(f"  configuration  {config_path.relative_to(REPO)}; queue {queue_path.relative_to(REPO)}")
+
+    day = datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(minutes=1)
+    labels: dict[int, str] = {}
+    for item in plan():
+        values = dict(item.values)
+        account = values["account_id"]
+        values["account_id"] = world.management_account_id if account == "management" else world.accounts[account]
+        values["start_at"] = day + item.offset
+        with engine.begin() as conn:
+            labels[queue.insert_request(conn, **values)] = item.label
+    say(f"  filed          {len(labels)} requests (7 of them bad on purpose)")
+
+    from airflow.dag_processing.dagbag import DagBag
+
+    with _output_to(log):
+        bag = DagBag(str(REPO / "dags"))
+    if bag.import_errors:
+        say(f"DAG import errors: {bag.import_errors}")
+        return 1
+    grants, revocations = bag.get_dag("elevation_grants"), bag.get_dag("elevation_revocations")
+
+    def tick(offset: timedelta, note: str = "") -> list[str]:
+        at = day + offset
+        with _output_to(log):
+            states = [grants.test(logical_date=at).state, revocations.test(logical_date=at).state]
+        return [f"{dag} failed" for dag, state in zip(("grants", "revocations"), states, strict=True) if state != "success"]
+
+    def act(request_label: str, action: str, actor: str) -> None:
+        request_id = next(key for key, value in labels.items() if value == request_label)
+        with engine.begin() as conn:
+            queue.insert_action(conn, request_id, action, actor, f"demo: {action}")
+
+    say("")
+    say("  time (UTC)        what happened")
+    hour = timedelta(hours=1)
+    minute = timedelta(minutes=1)
+    schedule: list[tuple[timedelta, str]] = [(timedelta(0), "first runs: intake checks every request")]
+    schedule += [(15 * minute, "")]
+    schedule += [(30 * minute, "bob approves erin's and hanako's requests (action rows)")]
+    schedule += [(offset * hour + extra, "") for offset in range(1, 27) for extra in (timedelta(0), 31 * minute)]
+    events_seen = 0
+    for offset, note in sorted(set(schedule)):
+        if offset == 30 * minute:
+            act("approved by bob in the queue", "approve", "bob")
+            act("Japanese justification, approved by bob", "approve", "bob")
+        if offset == 5 * hour + 31 * minute:
+            act("ended early by the requester", "revoke", "alice")
+            note = "alice ends her ec-prod session early (action row)"
+        if offset == 8 * hour:
+            emulator.identity_center.fail_next_creations(reason="Received a 404 status error: Not supported")
+            emulator.faults.inject("CreateAccountAssignment", "ThrottlingException", message="Rate exceeded", times=2)
+            note = "AWS throttles twice, then refuses one creation (injected on the wire)"
+        problems = tick(offset, note)
+        with engine.connect() as conn:
+            transitions = conn.execute(
+                queue.events.select().where(queue.events.c.kind == "transition", queue.events.c.id > events_seen)
+                .order_by(queue.events.c.id)
+            ).mappings().all()
+            events_seen = conn.execute(queue.sa.select(queue.sa.func.max(queue.events.c.id))).scalar() or events_seen
+        moves = Counter(event["to_status"] for event in transitions)
+        if moves or note or problems:
+            stamp = (day + offset).strftime("%a %H:%M")
+            text = ", ".join(f"{count} {status}" for status, count in sorted(moves.items()))
+            say(f"  {stamp:<16}  {text}{' - ' + note if note else ''}{' ! ' + ', '.join(problems) if problems else ''}")
+
+    _summary(say, engine, labels, world, emulator)
+    say("")
+    say(f"  Airflow's logs: {log_path.relative_to(REPO)}   finished in {time.monotonic() - started:.0f} s")
+    emulator.stop()
+    return 0
+
+
+def _summary(say: Any, engine: Any, labels: dict[int, str], world: Any, emulator: Any) -> None:
+    from elevation.devkit.world import standing_assignments
+    from elevation.store import queue
+
+    with engine.connect() as conn:
+        rows = conn.execute(queue.requests.select().order_by(queue.requests.c.id)).mappings().all()
+    names = {number: name for name, number in world.accounts.items()}
+    names[world.management_account_id] = "management"
+    say("")
+    say("  requests by final state")
+    by_state: dict[str, list[Any]] = {}
+    for row in rows:
+        by_state.setdefault(row["status"], []).append(row)
+    for status in sorted(by_state):
+        say(f"    {status} ({len(by_state[status])})")
+        for row in by_state[status]:
+            who = row["principal_group"] and f"group {row['principal_group']}" or row["requester"]
+            reason = (row["status_reason"] or "").replace("\n", " ")
+            reason = reason if len(reason) <= 90 else reason[:87] + "..."
+            say(f"      #{row['id']:<3} {who[:20]:<20} {row['permission_set'][:19]:<19} "
+                f"{names.get(row['account_id'], row['account_id'])[:10]:<10}  {labels[row['id']]}"
+                + (f"\n           {reason}" if reason else ""))
+    with engine.connect() as conn:
+        sessions = conn.execute(queue.sessions.select()).mappings().all()
+    created = sum(1 for session in sessions if session["creation_status"] == "SUCCEEDED")
+    removed = sum(1 for session in sessions if session["assignment_removed_at"] is not None)
+    kept = sum(1 for session in sessions if session["kept_because"])
+    calls = emulator.calls
+    say("")
+    say(f"  Identity Center: {created} assignments created and confirmed, {removed} removed and confirmed, "
+        f"{kept} kept for another need; {calls.count('CreateAccountAssignment')} create calls, "
+        f"{calls.count('DeleteAccountAssignment')} delete calls, "
+        f"{calls.count('DescribeAccountAssignmentCreationStatus') + calls.count('DescribeAccountAssignmentDeletionStatus')}"
+        " status checks")
+    left = {
+        (principal, world.permission_sets[permission_set], world.accounts[account])
+        for account in world.accounts
+        for permission_set in world.permission_sets
+        for principal in world.assignments(account, permission_set)
+    }
+    standing = {
+        ((kind, (world.users if kind == "USER" else world.groups)[name]), world.permission_sets[ps], world.accounts[acc])
+        for kind, name, ps, acc in standing_assignments()
+    }
+    say(f"  assignments left in Identity Center: {len(left)}, exactly the standing ones: {left == standing}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
