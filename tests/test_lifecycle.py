@@ -169,3 +169,15 @@ def test_the_forms_file_and_decide_through_the_real_dags(world, engine, request_
     assert approved.state == "success"
     row = request_row(request_id)
     assert (row["status"], row["decided_by"], row["justification"]) == ("approved", "carol", "リリース作業 <release>")
+
+
+def test_the_decision_form_acts_as_the_logged_in_user_not_as_the_actor_parameter():
+    from types import SimpleNamespace
+
+    from elevation.jobs import decision_actor
+
+    logged_in = {"dag_run": SimpleNamespace(triggering_user_name="carol")}
+    assert decision_actor({"actor": "bob"}, logged_in) == "carol"
+    assert decision_actor({"actor": "bob"}, {"dag_run": SimpleNamespace(triggering_user_name="dag_test")}) == "bob"
+    with pytest.raises(ValueError, match="no actor"):
+        decision_actor({"actor": None}, {"dag_run": None})

@@ -147,12 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--limit", type=int, default=20)
     status.set_defaults(handler=_cmd_status)
 
-    try:
-        from elevation.audit import command as audit_command
-    except ImportError:  # the audit package is optional at this layer
-        audit_command = None
-    if audit_command is not None:
-        audit_command.register(commands)
+    from elevation.audit import command as audit_command
+
+    audit_command.register(commands)
     return parser
 
 

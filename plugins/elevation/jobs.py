@@ -61,10 +61,7 @@ def decide(params: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
     from elevation.store import queue
 
     runtime = runtime_for_run(context, "elevation_decide")
-    dag_run = context.get("dag_run")
-    actor = getattr(dag_run, "triggering_user_name", None) or params.get("actor")
-    if not actor:
-        raise ValueError("no actor: trigger the form while logged in, or give the actor parameter")
+    actor = decision_actor(params, context)
     with runtime.engine.begin() as conn:
         action_id = queue.insert_action(
             conn, int(params["request_id"]), params["action"], actor, params.get("comment")
@@ -78,6 +75,23 @@ def decide(params: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
         "action %s by %s: %s %s", params["action"], actor, action["outcome"], action["outcome_reason"] or ""
     )
     return state
+
+
+#: The user Airflow records for `airflow dags test` / `dag.test()` runs, which have no logged-in user.
+NO_LOGGED_IN_USER = (None, "", "dag_test")
+
+
+def decision_actor(params: dict[str, Any], context: dict[str, Any]) -> str:
+    """Who decides: the logged-in user who triggered the run. The `actor` parameter only counts for runs without
+    one (`airflow dags test`), so nobody can approve in someone else's name from the UI."""
+    user = getattr(context.get("dag_run"), "triggering_user_name", None)
+    if user not in NO_LOGGED_IN_USER:
+        if params.get("actor") and params["actor"] != user:
+            log.warning("ignoring actor=%r: the run was triggered by %r, who is the actor", params["actor"], user)
+        return str(user)
+    if not params.get("actor"):
+        raise ValueError("no actor: trigger the form while logged in, or give the actor parameter")
+    return str(params["actor"])
 
 
 def _request_state(runtime: Runtime, request_id: int) -> dict[str, Any]:

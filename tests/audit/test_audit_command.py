@@ -1,0 +1,162 @@
+"""`elevation audit-events`: every input format, unreadable input (non-zero, file named), empty folders (exit 0)."""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from elevation.audit.command import EXIT_OK, EXIT_UNREADABLE, register, run
+from elevation.cloudtrail.records import iter_records_from_path
+from elevation.cloudtrail.schema import EVENT_SCHEMA, record_to_row
+
+STRATUS = Path(__file__).resolve().parents[3] / "shared" / "data" / "cloudtrail" / "stratus-red-team"
+STOP_LOGGING = STRATUS / "aws.defense-evasion.cloudtrail-stop.json"  # a JSON array of 4 events, 1 StopLogging
+
+pytestmark = pytest.mark.skipif(not STOP_LOGGING.is_file(), reason=f"sample data not found at {STRATUS}")
+
+
+def records() -> list[dict[str, Any]]:
+    return list(iter_records_from_path(STOP_LOGGING))
+
+
+def audit(*paths: Path, html: Path | None = None) -> tuple[int, list[dict[str, Any]], str]:
+    stdout, stderr = io.StringIO(), io.StringIO()
+    status = run(list(paths), [], html, stdout, stderr)
+    return status, [json.loads(line) for line in stdout.getvalue().splitlines()], stderr.getvalue()
+
+
+def assert_stop_logging_found(lines: list[dict[str, Any]]) -> None:
+    assert lines, "StopLogging must give at least one finding"
+    for line in lines:
+        assert {"eventID", "eventSource", "eventName", "rule_id", "title", "severity"} <= set(line)
+    assert any(
+        line["eventName"] == "StopLogging" and line["severity"] in ("high", "critical") for line in lines
+    )
+
+
+def test_json_array(tmp_path: Path) -> None:
+    status, lines, _ = audit(STOP_LOGGING)
+    assert status == EXIT_OK
+    assert_stop_logging_found(lines)
+
+
+def test_gzip_trail_file(tmp_path: Path) -> None:
+    trail = tmp_path / "111122223333_CloudTrail_eu-west-1_20240731T1305Z_abc.json.gz"
+    trail.write_bytes(gzip.compress(json.dumps({"Records": records()}).encode()))
+    status, lines, _ = audit(trail)
+    assert status == EXIT_OK
+    assert_stop_logging_found(lines)
+
+
+def test_json_lines(tmp_path: Path) -> None:
+    export = tmp_path / "export.jsonl"
+    export.write_text("".join(json.dumps(record) + "\n" for record in records()))
+    status, lines, _ = audit(export)
+    assert status == EXIT_OK
+    assert_stop_logging_found(lines)
+
+
+def test_extract_parquet(tmp_path: Path) -> None:
+    table = pa.Table.from_pylist(
+        [record_to_row(record, "sess-9") for record in records()], schema=EVENT_SCHEMA
+    )
+    pq.write_table(table, tmp_path / "events.parquet")
+    status, lines, _ = audit(tmp_path / "events.parquet")
+    assert status == EXIT_OK
+    assert_stop_logging_found(lines)
+    assert {line["session_id"] for line in lines} == {"sess-9"}
+
+
+def test_every_format_gives_the_same_findings(tmp_path: Path) -> None:
+    (tmp_path / "a.json.gz").write_bytes(gzip.compress(json.dumps({"Records": records()}).encode()))
+    pq.write_table(
+        pa.Table.from_pylist([record_to_row(record, "s") for record in records()], schema=EVENT_SCHEMA),
+        tmp_path / "b.parquet",
+    )
+    (tmp_path / "c.jsonl").write_text("".join(json.dumps(record) + "\n" for record in records()))
+    status, lines, _ = audit(tmp_path)
+    assert status == EXIT_OK
+    per_file: dict[str, set[tuple[str, str]]] = {}
+    for line in lines:
+        per_file.setdefault(Path(line["file"]).name, set()).add((line["eventID"], line["rule_id"]))
+    assert set(per_file) == {"a.json.gz", "b.parquet", "c.jsonl"}
+    assert per_file["a.json.gz"] == per_file["b.parquet"] == per_file["c.jsonl"]
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("truncated.json.gz", gzip.compress(b'{"Records": []}')[:-8]),
+        ("broken.json", b'{"Records": [{"eventID": "1",'),
+        ("broken.parquet", b"PAR1 this is not really parquet"),
+    ],
+)
+def test_unreadable_file_fails_naming_it(tmp_path: Path, name: str, content: bytes) -> None:
+    bad = tmp_path / name
+    bad.write_bytes(content)
+    status, lines, stderr = audit(STOP_LOGGING, bad)
+    assert status == EXIT_UNREADABLE
+    assert str(bad) in stderr
+    assert_stop_logging_found(lines)  # the readable file is still audited
+
+
+def test_missing_path_fails(tmp_path: Path) -> None:
+    status, lines, stderr = audit(tmp_path / "nope.json")
+    assert status == EXIT_UNREADABLE
+    assert "nope.json" in stderr and lines == []
+
+
+def test_empty_folder_is_not_an_error(tmp_path: Path) -> None:
+    status, lines, stderr = audit(tmp_path)
+    assert status == EXIT_OK
+    assert lines == []
+    assert "no CloudTrail files found" in stderr
+
+
+def test_html_report(tmp_path: Path) -> None:
+    status, lines, stderr = audit(STOP_LOGGING, html=tmp_path / "out")
+    assert status == EXIT_OK and lines
+    (report,) = (tmp_path / "out").glob("*.html")
+    assert "StopLogging" in report.read_text()
+    assert str(report) in stderr
+
+
+def test_register_adds_the_sub_command() -> None:
+    parser = argparse.ArgumentParser(prog="elevation")
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(
+        ["audit-events", "a.json", "b", "--rules", "r1", "--rules", "r2", "--html", "out"]
+    )
+    assert args.paths == [Path("a.json"), Path("b")]
+    assert args.rules == [Path("r1"), Path("r2")]
+    assert args.html == Path("out")
+    assert callable(args.handler)
+
+
+def test_python_dash_m_entry_point(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text("not json")
+    good = subprocess.run(
+        [sys.executable, "-m", "elevation.audit.command", "audit-events", str(STOP_LOGGING)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert good.returncode == 0, good.stderr
+    assert any(json.loads(line)["eventName"] == "StopLogging" for line in good.stdout.splitlines())
+    failed = subprocess.run(
+        [sys.executable, "-m", "elevation.audit.command", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert failed.returncode == EXIT_UNREADABLE
+    assert str(bad) in failed.stderr
