@@ -97,7 +97,7 @@ def test_throttling_and_conflicts_on_the_wire_are_retried_until_the_run_converge
     faults = world.emulator.faults
     faults.inject("CreateAccountAssignment", "ConflictException", message="another operation is in progress", times=2)
     faults.inject("DescribeAccountAssignmentCreationStatus", "ThrottlingException", message="Rate exceeded", times=3)
-    faults.inject("ListAccountAssignments", "ThrottlingException", message="Rate exceeded", times=1)
+    faults.inject("ListGroupMembershipsForMember", "ThrottlingException", message="Rate exceeded", times=1)
     faults.inject("GetUserId", "InternalServerException", http_status=500, times=1)
     request_id = oncall_request(file_request)
     summary = grant_now()

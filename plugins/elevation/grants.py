@@ -62,6 +62,9 @@ def run_grants(runtime: Runtime) -> GrantSummary:
     summary = GrantSummary()
     settings = poll_settings(runtime)
     seen: set[int] = set()
+    creating: dict[
+        tuple[str, str, str, str], str
+    ] = {}  # assignment -> the creation request this run made for it
     while True:
         claimed = queue.claim(
             runtime.engine,
@@ -79,7 +82,7 @@ def run_grants(runtime: Runtime) -> GrantSummary:
         grants = [grant for grant in (_prepare(runtime, row, summary) for row in due) if grant is not None]
         confirm_all(
             grants,
-            start=lambda grant: _start(runtime, grant),
+            start=lambda grant: _start(runtime, grant, creating),
             describe=runtime.identity_center.creation_status,
             settings=settings,
             on_outcome=lambda outcome: _settle(runtime, outcome, summary),
@@ -194,7 +197,9 @@ def _prepare(runtime: Runtime, row: queue.Row, summary: GrantSummary) -> _Grant 
     return _Grant(row, principal_type, principal_id, row["account_id"], permission_set.arn)
 
 
-def _start(runtime: Runtime, grant: _Grant) -> AssignmentStatus | Outcome[_Grant]:
+def _start(
+    runtime: Runtime, grant: _Grant, creating: dict[tuple[str, str, str, str], str]
+) -> AssignmentStatus | Outcome[_Grant]:
     ic = runtime.identity_center
     request_id = grant.row["id"]
     with runtime.engine.connect() as conn:
@@ -205,8 +210,16 @@ def _start(runtime: Runtime, grant: _Grant) -> AssignmentStatus | Outcome[_Grant
             session["creation_request_id"], "IN_PROGRESS"
         )  # resume: a re-run never creates twice
     args = (grant.account_id, grant.permission_set_arn, grant.principal_type, grant.principal_id)
+    if args in creating:
+        # An overlapping request in this run is already creating the same assignment: wait for that one.
+        _record_creation(runtime, request_id, AssignmentStatus(creating[args], "IN_PROGRESS"))
+        return AssignmentStatus(creating[args], "IN_PROGRESS")
+    with runtime.engine.connect() as conn:
+        active = queue.sessions_with_status(conn, [Status.ACTIVE])
     try:
-        if ic.assignment_exists(*args):
+        # Only when our own record says someone else holds the same assignment is a (paged) listing worth it;
+        # otherwise create: Identity Center treats creating an existing assignment as a success, not a copy.
+        if other_needs(session, active, runtime.policy) and ic.assignment_exists(*args):
             return Outcome(grant, None, True, "already assigned (another session or a standing assignment)")
         status = ic.start_creation(*args)
     except ClientError as error:
@@ -215,11 +228,18 @@ def _start(runtime: Runtime, grant: _Grant) -> AssignmentStatus | Outcome[_Grant
         return Outcome(grant, None, False, str(error), retry_later=True)
     except BotoCoreError as error:
         return Outcome(grant, None, False, str(error), retry_later=True)
+    if status.request_id:
+        creating[args] = status.request_id
+    _record_creation(runtime, request_id, status)
+    return status
+
+
+def _record_creation(runtime: Runtime, request_id: int, status: AssignmentStatus) -> None:
+    """Remember the creation request before waiting on it, so a crashed or re-run task resumes it."""
     with runtime.engine.begin() as conn:
         queue.update_session(
             conn, request_id, creation_request_id=status.request_id, creation_status=status.status
         )
-    return status
 
 
 def _settle(runtime: Runtime, outcome: Outcome[_Grant], summary: GrantSummary) -> None:

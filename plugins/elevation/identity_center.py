@@ -73,6 +73,7 @@ class IdentityCenter:
     _user_ids: dict[str, str | None] = field(default_factory=dict, init=False)
     _group_ids: dict[str, str | None] = field(default_factory=dict, init=False)
     _account_ous: dict[str, list[str]] = field(default_factory=dict, init=False)
+    _group_names: dict[str, str] = field(default_factory=dict, init=False)
 
     def _call(self, operation: str, client: Any, **kwargs: Any) -> Any:
         method = getattr(client, _snake(operation))
@@ -155,16 +156,15 @@ class IdentityCenter:
             IdentityStoreId=self.identity_store_id,
             MemberId={"UserId": user_id},
         )
-        names = []
-        for membership in memberships:
+        return sorted(self._group_name(membership["GroupId"]) for membership in memberships)
+
+    def _group_name(self, group_id: str) -> str:
+        if group_id not in self._group_names:
             group = self._call(
-                "DescribeGroup",
-                self.clients.identitystore,
-                IdentityStoreId=self.identity_store_id,
-                GroupId=membership["GroupId"],
+                "DescribeGroup", self.clients.identitystore, IdentityStoreId=self.identity_store_id, GroupId=group_id
             )
-            names.append(str(group["DisplayName"]))
-        return sorted(names)
+            self._group_names[group_id] = str(group["DisplayName"])
+        return self._group_names[group_id]
 
     def group_member_names(self, group_id: str) -> list[str]:
         """User names of a group's members, recorded at grant time so the audit can match each of them."""

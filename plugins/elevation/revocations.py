@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from elevation.aws import error_code
 from elevation.confirm import Outcome, PollSettings, confirm_all
 from elevation.identity_center import AssignmentStatus
 from elevation.lifecycle import Status
@@ -119,18 +120,13 @@ def _start(runtime: Runtime, row: queue.Row) -> AssignmentStatus | Outcome[queue
         return Outcome(row, None, True, "kept: " + "; ".join(needs))
     if session["deletion_request_id"] and session["deletion_status"] not in ("FAILED", "SUCCEEDED"):
         return AssignmentStatus(session["deletion_request_id"], "IN_PROGRESS")  # resume the earlier attempt
-    ic = runtime.identity_center
-    args = (
-        session["account_id"],
-        session["permission_set_arn"],
-        session["principal_type"],
-        session["principal_id"],
-    )
     try:
-        if not ic.assignment_exists(*args):
+        status = runtime.identity_center.start_deletion(*_assignment_of(session))
+    except ClientError as error:
+        if error_code(error) == "ResourceNotFoundException":
             return Outcome(row, None, True, "the assignment was already gone")
-        status = ic.start_deletion(*args)
-    except (ClientError, BotoCoreError) as error:
+        return Outcome(row, None, False, f"DeleteAccountAssignment failed: {error}")
+    except BotoCoreError as error:
         return Outcome(row, None, False, f"DeleteAccountAssignment failed: {error}")
     with runtime.engine.begin() as conn:
         queue.update_session(
@@ -139,8 +135,32 @@ def _start(runtime: Runtime, row: queue.Row) -> AssignmentStatus | Outcome[queue
     return status
 
 
+def _assignment_of(session: queue.Row) -> tuple[str, str, str, str]:
+    return (
+        session["account_id"],
+        session["permission_set_arn"],
+        session["principal_type"],
+        session["principal_id"],
+    )
+
+
+def _gone_after_all(runtime: Runtime, row: queue.Row) -> bool:
+    """A deletion AWS reports FAILED may have failed because the assignment is already gone: look, once."""
+    with runtime.engine.connect() as conn:
+        session = queue.session_for(conn, row["id"])
+    if session is None:
+        return False
+    try:
+        return not runtime.identity_center.assignment_exists(*_assignment_of(session))
+    except (ClientError, BotoCoreError):
+        return False
+
+
 def _settle(runtime: Runtime, outcome: Outcome[queue.Row], summary: RevocationSummary) -> None:
     row = outcome.item
+    failed = outcome.status is not None and outcome.status.failed
+    if not outcome.confirmed and failed and _gone_after_all(runtime, row):
+        outcome = Outcome(row, outcome.status, True, f"the assignment was already gone ({outcome.reason})")
     at = runtime.now()
     early = row["revoke_requested_at"] is not None
     target = Status.REVOKED if early else Status.ENDED

@@ -27,7 +27,12 @@ PEOPLE = {
 #: People the policy knows who have no Identity Center user (a typo, or someone who left).
 GHOSTS = {"frank": "frank@example.com"}
 PERMISSION_SETS = {"AdministratorAccess": "PT1H", "PowerUserAccess": "PT4H", "ReadOnlyAccess": "PT8H"}
-ACCOUNTS = {"media-prod": "Production", "ec-prod": "Production", "media-stg": "Staging", "sandbox-1": "Sandbox"}
+ACCOUNTS = {
+    "media-prod": "Production",
+    "ec-prod": "Production",
+    "media-stg": "Staging",
+    "sandbox-1": "Sandbox",
+}
 
 
 @dataclass
@@ -74,7 +79,9 @@ def build_world(emulator: AwsEmulator) -> World:
         root_id=root_id,
     )
     for ou_name in sorted(set(ACCOUNTS.values())):
-        world.ous[ou_name] = org.create_organizational_unit(ParentId=root_id, Name=ou_name)["OrganizationalUnit"]["Id"]
+        world.ous[ou_name] = org.create_organizational_unit(ParentId=root_id, Name=ou_name)[
+            "OrganizationalUnit"
+        ]["Id"]
     for account_name, ou_name in ACCOUNTS.items():
         status = org.create_account(AccountName=account_name, Email=f"aws+{account_name}@example.com")
         account_id = status["CreateAccountStatus"]["AccountId"]
@@ -105,21 +112,35 @@ def build_world(emulator: AwsEmulator) -> World:
             "PermissionSet"
         ]["PermissionSetArn"]
         sso.attach_managed_policy_to_permission_set(
-            InstanceArn=world.instance_arn, PermissionSetArn=arn, ManagedPolicyArn=f"arn:aws:iam::aws:policy/{name}"
+            InstanceArn=world.instance_arn,
+            PermissionSetArn=arn,
+            ManagedPolicyArn=f"arn:aws:iam::aws:policy/{name}",
         )
         world.permission_sets[name] = arn
 
     for principal_type, principal, permission_set, account in standing_assignments():
         principal_id = world.users[principal] if principal_type == "USER" else world.groups[principal]
-        sso.create_account_assignment(
+        created = sso.create_account_assignment(
             InstanceArn=world.instance_arn,
             TargetId=world.accounts[account],
             TargetType="AWS_ACCOUNT",
             PermissionSetArn=world.permission_sets[permission_set],
             PrincipalType=principal_type,
             PrincipalId=principal_id,
-        )
+        )["AccountAssignmentCreationStatus"]
+        _wait_for_creation(sso, world.instance_arn, created["RequestId"])
     return world
+
+
+def _wait_for_creation(sso: Any, instance_arn: str, request_id: str) -> None:
+    """Standing assignments are set up the way an administrator would: created, then confirmed."""
+    for _ in range(50):
+        status = sso.describe_account_assignment_creation_status(
+            InstanceArn=instance_arn, AccountAssignmentCreationRequestId=request_id
+        )["AccountAssignmentCreationStatus"]
+        if status.get("Status") == "SUCCEEDED":
+            return
+    raise RuntimeError(f"standing assignment {request_id} was not confirmed")
 
 
 def standing_assignments() -> list[tuple[str, str, str, str]]:
@@ -136,7 +157,8 @@ def policy_document(world: World, **overrides: Any) -> dict[str, Any]:
     """The demo policy, as the `policy` section of a configuration file."""
     ous = world.ous
     people = [
-        {"login": login, "email": email, "identity_center_user": login} for login, (_, _, email, _) in PEOPLE.items()
+        {"login": login, "email": email, "identity_center_user": login}
+        for login, (_, _, email, _) in PEOPLE.items()
     ] + [{"login": login, "email": email, "identity_center_user": login} for login, email in GHOSTS.items()]
     policy: dict[str, Any] = {
         "identity_center": {"instance_arn": world.instance_arn, "identity_store_id": world.identity_store_id},
@@ -172,7 +194,11 @@ def policy_document(world: World, **overrides: Any) -> dict[str, Any]:
             {"ous": [ous["Staging"], ous["Sandbox"]], "approvers": ["bob"]},
         ],
         "standing_assignments": [
-            {("user" if kind == "USER" else "group"): name, "permission_set": ps, "account": world.accounts[account]}
+            {
+                ("user" if kind == "USER" else "group"): name,
+                "permission_set": ps,
+                "account": world.accounts[account],
+            }
             for kind, name, ps, account in standing_assignments()
         ],
         "limits": {"max_duration": "12h", "request_expiry": "24h"},
