@@ -1,0 +1,215 @@
+"""`extract_night`: the one call the `elevation_extract` DAG makes per night.
+
+It reads the night's span from a source (S3 trail files or CloudTrail Lake), matches records to the sessions,
+follows the credentials the sessions assumed, and writes the night's partition atomically. Exactly-once: the
+night owns the events whose eventTime is in [start, end) (see :mod:`elevation.extract.nights`), duplicates in the
+input (CloudTrail may deliver an event twice, files are re-read) are dropped by (session_id, eventID), and the
+partition is replaced as a whole.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any, Protocol
+
+from pyarrow import fs as pafs
+
+from elevation.cloudtrail.matcher import DerivedCredential, MintedCredential, SessionMatcher
+from elevation.cloudtrail.records import SourceReport, SourceWarning
+from elevation.cloudtrail.schema import parse_event_time, record_to_row
+from elevation.cloudtrail.sessions import SessionIdentity
+from elevation.extract.location import resolve_location
+from elevation.extract.nights import DEFAULT_LOOKBACK, night_of, owns, read_span, sessions_for_night
+from elevation.extract.writer import write_partition
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DELIVERY_MARGIN = timedelta(minutes=15)
+
+
+class EventSource(Protocol):
+    """What the extract needs from a source: (record, locator) pairs, and a second look for late discoveries."""
+
+    report: SourceReport
+
+    def records(
+        self, sessions: Sequence[SessionIdentity], start: datetime, end: datetime
+    ) -> Iterator[tuple[dict[str, Any], str | None]]: ...
+
+    def records_for_credentials(
+        self, credentials: Sequence[DerivedCredential], locators: set[str], start: datetime, end: datetime
+    ) -> Iterator[tuple[dict[str, Any], str | None]]: ...
+
+
+@dataclass
+class ExtractSummary:
+    """What a night's run did: shown in the task log, returned to the DAG (XCom) via :meth:`to_dict`."""
+
+    night: date
+    start: datetime
+    end: datetime
+    read_start: datetime
+    read_end: datetime
+    sessions: int
+    events_per_session: dict[str, int]
+    events_written: int = 0
+    duplicates_dropped: int = 0
+    bytes_scanned: int = 0
+    queries: list[str] = field(default_factory=list)
+    objects_read: int = 0
+    records_read: int = 0
+    reread_passes: int = 0
+    warnings: list[SourceWarning] = field(default_factory=list)
+    files_written: list[str] = field(default_factory=list)
+    output_bytes: int = 0
+    minted_credentials: list[MintedCredential] = field(default_factory=list)
+    derived_credentials: list[DerivedCredential] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able (dates and datetimes as ISO text)."""
+
+        def plain(value: Any) -> Any:
+            if isinstance(value, datetime | date):
+                return value.isoformat()
+            if isinstance(value, dict):
+                return {key: plain(item) for key, item in value.items()}
+            if isinstance(value, list | tuple):
+                return [plain(item) for item in value]
+            return value
+
+        return plain(asdict(self))
+
+
+def _matched_rows(
+    matcher: SessionMatcher,
+    source: EventSource,
+    sessions: Sequence[SessionIdentity],
+    start: datetime,
+    end: datetime,
+    span: tuple[datetime, datetime],
+    follow_hops: int,
+    summary: ExtractSummary,
+) -> Iterator[dict[str, Any]]:
+    seen: set[tuple[str, str]] = set()
+    handled: set[tuple[str, str]] = set()
+
+    def rows_of(pairs: Iterator[tuple[dict[str, Any], str | None]]) -> Iterator[dict[str, Any]]:
+        for record, locator in pairs:
+            matches = matcher.match(record, locator)
+            if not matches:
+                continue
+            try:
+                moment = parse_event_time(record["eventTime"])
+            except (KeyError, ValueError, TypeError):
+                source.report.warn(str(locator), f"record {record.get('eventID')} has no valid eventTime")
+                continue
+            if not owns(start, end, moment):
+                continue
+            for match in matches:
+                key = (match.session_id, str(record.get("eventID")))
+                if key in seen:
+                    summary.duplicates_dropped += 1
+                    continue
+                try:
+                    row = record_to_row(record, match.session_id)
+                except (KeyError, ValueError, TypeError) as error:
+                    source.report.warn(str(locator), f"record {record.get('eventID')} unusable: {error!r}")
+                    break
+                seen.add(key)
+                summary.events_per_session[match.session_id] += 1
+                yield row
+
+    yield from rows_of(source.records(sessions, *span))
+    # Late discoveries: credentials assumed by the sessions, and files read before what explained them.
+    for _ in range(max(1, follow_hops) + 1):
+        fresh = [c for c in matcher.derived if (c.session_id, c.event_id) not in handled]
+        handled.update((c.session_id, c.event_id) for c in fresh)
+        locators = matcher.locators_to_reread()
+        if not fresh and not locators:
+            break
+        summary.reread_passes += 1
+        yield from rows_of(source.records_for_credentials(fresh, locators, *span))
+
+
+def extract_night(
+    sessions: Sequence[SessionIdentity],
+    source: EventSource,
+    start: datetime,
+    end: datetime,
+    output: Any,
+    *,
+    timezone: str = "UTC",
+    delivery_margin: timedelta = DEFAULT_DELIVERY_MARGIN,
+    lookback: timedelta = DEFAULT_LOOKBACK,
+    follow_hops: int = 1,
+    filesystem: pafs.FileSystem | None = None,
+) -> ExtractSummary:
+    """Extract the night [start, end) (UTC, one local day of `timezone`) into `output` (a folder, `s3://...`, or
+    a base path on `filesystem`). Sessions whose audit window misses the night are ignored; with no session
+    left, an empty partition is still written, so a retried run with fewer sessions leaves no stale events."""
+    if start.tzinfo is None or end.tzinfo is None or end <= start:
+        raise ValueError(f"bad night window {start!r} .. {end!r}")
+    night = night_of(start, timezone)
+    active = sessions_for_night(sessions, start, end)
+    span = read_span(start, end, delivery_margin, lookback)
+    summary = ExtractSummary(
+        night=night,
+        start=start,
+        end=end,
+        read_start=span[0],
+        read_end=span[1],
+        sessions=len(active),
+        events_per_session=dict.fromkeys((session.session_id for session in active), 0),
+    )
+    if filesystem is None:
+        filesystem, base = resolve_location(output)
+    else:
+        base = str(output).rstrip("/")
+    matcher = SessionMatcher(active, follow_hops=follow_hops)
+    rows: Iterator[dict[str, Any]] = (
+        _matched_rows(matcher, source, active, start, end, span, follow_hops, summary) if active else iter(())
+    )
+    written = write_partition(filesystem, base, night, rows)
+    report = source.report
+    summary.events_written = written.rows
+    summary.files_written = [written.path]
+    summary.output_bytes = written.bytes
+    summary.bytes_scanned = report.bytes_scanned
+    summary.queries = list(report.queries)
+    summary.objects_read = report.objects_read
+    summary.records_read = report.records_read
+    summary.warnings = list(report.warnings)
+    summary.minted_credentials = [c for c in matcher.minted if owns(start, end, c.event_time)]
+    summary.derived_credentials = [c for c in matcher.derived if owns(start, end, c.issued_at)]
+    log.info(
+        "night %s: %d events for %d sessions, %d warnings, %d bytes scanned",
+        night,
+        summary.events_written,
+        len(active),
+        len(summary.warnings),
+        summary.bytes_scanned,
+    )
+    return summary
+
+
+def plan_lake_queries(
+    sessions: Sequence[SessionIdentity],
+    start: datetime,
+    end: datetime,
+    event_data_store: str,
+    *,
+    delivery_margin: timedelta = DEFAULT_DELIVERY_MARGIN,
+    lookback: timedelta = DEFAULT_LOOKBACK,
+) -> list[str]:
+    """The statements :func:`extract_night` will run for this night on Lake, for the deferrable path: the DAG
+    starts them, waits in `CloudTrailLakeQueryTrigger`, and passes `{statement: (query_id, bytes_scanned)}` as
+    `LakeSource(ready_queries=...)`, so extract_night fetches those results instead of scanning again."""
+    from elevation.cloudtrail.lake import build_sessions_queries
+
+    active = sessions_for_night(sessions, start, end)
+    if not active:
+        return []
+    return build_sessions_queries(event_data_store, active, *read_span(start, end, delivery_margin, lookback))
