@@ -12,7 +12,8 @@ BEGIN
 END
 $$;
 
-REVOKE ALL ON elevation_request, elevation_action, elevation_session, elevation_event, elevation_heartbeat
+REVOKE ALL ON elevation_request, elevation_action, elevation_session, elevation_event, elevation_heartbeat,
+    elevation_audit
     FROM elevation_intake;
 
 GRANT INSERT (client_request_id, requester, account_id, permission_set, principal_group, start_at,

@@ -36,4 +36,4 @@ def test_bad_arguments_get_a_clear_error_and_a_nonzero_exit(queue_url, capsys):
 
 def test_db_upgrade_reports_the_revision(tmp_path, capsys):
     assert cli.main(["--database-url", f"sqlite:///{tmp_path}/new.db", "db", "upgrade"]) == 0
-    assert "schema at revision 0002" in capsys.readouterr().out
+    assert "schema at revision 0003" in capsys.readouterr().out

@@ -16,7 +16,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 DAG_FILES = sorted((REPO / "dags").glob("*.py"))
-HEAVY = ("pandas", "pyarrow", "duckdb", "boto3", "botocore", "slack_sdk", "sigma", "sqlglot", "moto", "elevation")
+HEAVY = ("pandas", "pyarrow", "duckdb", "boto3", "botocore", "slack_sdk", "sigma", "sqlglot", "moto")
 
 
 def test_every_dag_file_imports_and_is_documented_tagged_and_owned(dagbag):

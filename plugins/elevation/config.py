@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from elevation.audit.settings import AuditSettings
+from elevation.extract.settings import ExtractSettings
 from elevation.policy import Policy
 
 ENV_VAR = "ELEVATION_CONFIG"
@@ -35,8 +36,8 @@ class ElevationConfig(BaseModel):
 
     connections: Connections = Connections()
     policy: Policy = Policy()
-    extract: dict[str, Any] = {}
-    audit: dict[str, Any] = {}
+    extract: ExtractSettings = ExtractSettings()
+    audit: AuditSettings = AuditSettings()
 
 
 def config_path() -> Path:

@@ -108,3 +108,78 @@ def _request_state(runtime: Runtime, request_id: int) -> dict[str, Any]:
         f": {row['status_reason']}" if row["status_reason"] else "",
     )
     return state
+
+
+# --- nightly ------------------------------------------------------------------------------------------------
+
+#: The Asset the extract produces once per night; `elevation_audit` is scheduled on it.
+EXTRACT_ASSET_NAME = "elevation_cloudtrail_events"
+
+
+def extract_plan(params: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
+    """Pick the night; on CloudTrail Lake, start its queries (one per night, for all sessions) for the deferred wait."""
+    from elevation.nightly import lake_client, night_to_process, plan_lake_statements
+
+    runtime = runtime_for_run(context, "elevation_extract")
+    settings = runtime.config.extract
+    night = night_to_process(runtime.as_of, settings.timezone, params.get("night"))
+    statements = plan_lake_statements(runtime, night)
+    ids = {}
+    if statements:
+        client = lake_client(runtime)
+        ids = {statement: client.start_query(statement) for statement in statements}
+    log.info("night %s: source %s, %d Lake queries started", night, settings.source, len(ids))
+    return {
+        "night": night.isoformat(),
+        "ids": ids,
+        "event_data_store": settings.lake_event_data_store_arn,
+        "conn_id": settings.lake_conn_id,
+        "poll_interval": settings.poll_interval.total_seconds(),
+        "max_wait": settings.max_wait.total_seconds(),
+    }
+
+
+def extract(plan: dict[str, Any], finished: dict[str, Any], context: dict[str, Any], asset: Any) -> dict[str, Any]:
+    """Extract the planned night into Parquet and announce it on the Asset (the audit DAG waits for it)."""
+    from datetime import date
+
+    from elevation.nightly import run_extract
+
+    runtime = runtime_for_run(context, "elevation_extract")
+    ready = {statement: (query_id, int(scanned)) for statement, (query_id, scanned) in (finished or {}).items()}
+    summary = run_extract(runtime, date.fromisoformat(plan["night"]), ready_queries=ready or None)
+    log.info(
+        "night %s: %d events for %d sessions (%s), %d objects read, %d bytes scanned, %d warnings",
+        summary.night, summary.events_written, summary.sessions,
+        ", ".join(f"session {key}: {value}" for key, value in summary.events_per_session.items()) or "none",
+        summary.objects_read, summary.bytes_scanned, len(summary.warnings),
+    )
+    outlet_events = context.get("outlet_events")
+    if outlet_events is not None:
+        outlet_events[asset].extra = {"night": plan["night"], "events": summary.events_written}
+    result = summary.to_dict()
+    return {key: result[key] for key in ("night", "sessions", "events_per_session", "events_written",
+                                         "bytes_scanned", "objects_read", "files_written", "warnings")}
+
+
+def audit(params: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
+    """Audit the night the extract announced (or the one given, or yesterday): reports, index, findings file."""
+    from dataclasses import asdict
+
+    from elevation.nightly import night_to_process, run_audit
+
+    runtime = runtime_for_run(context, "elevation_audit")
+    announced = [
+        event.extra.get("night")
+        for events in (context.get("triggering_asset_events") or {}).values()
+        for event in events
+        if getattr(event, "extra", None)
+    ]
+    night = night_to_process(runtime.as_of, runtime.config.extract.timezone,
+                             params.get("night") or (announced[-1] if announced else None))
+    summary = run_audit(runtime, night)
+    log.info("night %s: %d sessions audited, %d findings; index: %s", night, len(summary.sessions),
+             summary.findings, summary.index)
+    for rule in summary.unsupported_rules:
+        log.warning("rule not loaded: %s", rule)
+    return asdict(summary)

@@ -31,12 +31,12 @@ def test_a_database_created_by_the_first_migration_upgrades_to_the_latest_keepin
     assert "elevation_heartbeat" not in sa.inspect(engine).get_table_names()
 
     upgrade(engine)
-    assert current_revision(engine) == "0002"
+    assert current_revision(engine) == "0003"
     assert "elevation_heartbeat" in sa.inspect(engine).get_table_names()
     with engine.connect() as conn:
         assert queue.get_request(conn, request_id)["justification"] == "障害調査"
     upgrade(engine)  # idempotent
-    assert current_revision(engine) == "0002"
+    assert current_revision(engine) == "0003"
 
 
 def test_the_migrated_schema_matches_what_the_code_reads_and_writes(empty_database):

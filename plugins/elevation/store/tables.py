@@ -102,3 +102,20 @@ heartbeats = sa.Table(
     sa.Column("outcome", sa.String(16), nullable=False),
     sa.Column("detail", sa.Text),
 )
+
+audits = sa.Table(
+    "elevation_audit",
+    metadata,
+    sa.Column("request_id", sa.Integer, sa.ForeignKey("elevation_request.id"), primary_key=True),
+    sa.Column("night", sa.String(10), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("events", sa.Integer, nullable=False),
+    sa.Column("writes", sa.Integer, nullable=False),
+    sa.Column("findings", sa.Text, nullable=False),
+    sa.Column("flags", sa.Integer, nullable=False),
+    sa.Column("worst", sa.String(16)),
+    sa.Column("report", sa.Text, nullable=False),
+    sa.Column("audited_at", UtcDateTime, nullable=False),
+    sa.Column("finalized_at", UtcDateTime),
+    sa.Column("announced_at", UtcDateTime),
+)
