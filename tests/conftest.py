@@ -74,8 +74,10 @@ def engine(queue_url: str):  # noqa: ANN201
 def configure(world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Path]:
     """Write the world's configuration file (policy sections may be overridden) and point ELEVATION_CONFIG at it."""
 
-    def _configure(**policy_overrides: Any) -> Path:
-        path = write_config(world, tmp_path / "elevation.yaml", policy=policy_document(world, **policy_overrides))
+    def _configure(sections: dict[str, Any] | None = None, **policy_overrides: Any) -> Path:
+        path = write_config(
+            world, tmp_path / "elevation.yaml", policy=policy_document(world, **policy_overrides), **(sections or {})
+        )
         monkeypatch.setenv("ELEVATION_CONFIG", str(path))
         return path
 
@@ -152,8 +154,8 @@ def dagbag(airflow_db: None):  # noqa: ANN201
 def run_dag(dagbag, configure, queue_url):  # noqa: ANN001, ANN201
     """Run a DAG with `dag.test()` at a logical time; returns the DagRun (its state says if a task failed)."""
 
-    def _run(dag_id: str, logical_date: datetime) -> Any:
-        return dagbag.get_dag(dag_id).test(logical_date=logical_date)
+    def _run(dag_id: str, logical_date: datetime, conf: dict[str, Any] | None = None) -> Any:
+        return dagbag.get_dag(dag_id).test(logical_date=logical_date, run_conf=conf)
 
     return _run
 

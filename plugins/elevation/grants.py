@@ -244,7 +244,7 @@ def _record_creation(runtime: Runtime, request_id: int, status: AssignmentStatus
 
 def _settle(runtime: Runtime, outcome: Outcome[_Grant], summary: GrantSummary) -> None:
     row = outcome.item.row
-    at = runtime.now()
+    at = runtime.latest()  # a replay ahead of the clock records the simulated moment; a late run, the real one
     status = outcome.status.status if outcome.status else None
     if outcome.confirmed:
         with runtime.engine.begin() as conn:

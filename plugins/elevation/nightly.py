@@ -205,6 +205,7 @@ def run_audit(runtime: Runtime, night: date) -> AuditSummary:
     night_dir, sessions_dir = reports / night.isoformat(), reports / "sessions"
     base = audit.base_url.rstrip("/") if audit.base_url else None
     entries, all_findings = [], []
+    names = _account_names(runtime, {identity.account_id for identity in tonight})
     for identity in tonight:
         row = rows[identity.session_id]
         window_end = identity.audit_window[1]
@@ -213,6 +214,7 @@ def run_audit(runtime: Runtime, night: date) -> AuditSummary:
             requester=row["requester"],
             principal=f"{row['principal_type'].lower()} {row['principal_name']}",
             account_id=row["account_id"],
+            account_name=names.get(row["account_id"]),
             permission_set=row["permission_set_name"],
             approver=row["approver"] or row["decided_by"],
             justification=row["justification"],
@@ -239,6 +241,20 @@ def run_audit(runtime: Runtime, night: date) -> AuditSummary:
     summary.index = str(render_index(entries, night_dir, night.isoformat(), findings_file=findings_file.name))
     summary.findings = len(all_findings)
     return summary
+
+
+def _account_names(runtime: Runtime, accounts: set[str]) -> dict[str, str]:
+    """Account names for the reports, from Organizations; a report without them is still a report."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    names = {}
+    for account in sorted(accounts):
+        try:
+            answer = runtime.identity_center.clients.organizations.describe_account(AccountId=account)
+            names[account] = answer["Account"]["Name"]
+        except (ClientError, BotoCoreError, KeyError) as error:
+            log.info("no name for account %s: %s", account, error)
+    return names
 
 
 def _record_audit(runtime: Runtime, session_id: str, night: date, provisional: bool, entry: Any, report: str) -> None:

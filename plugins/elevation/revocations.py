@@ -161,7 +161,7 @@ def _settle(runtime: Runtime, outcome: Outcome[queue.Row], summary: RevocationSu
     failed = outcome.status is not None and outcome.status.failed
     if not outcome.confirmed and failed and _gone_after_all(runtime, row):
         outcome = Outcome(row, outcome.status, True, f"the assignment was already gone ({outcome.reason})")
-    at = runtime.now()
+    at = runtime.latest()  # as for grants: when access really ended, or the simulated moment of a replay
     early = row["revoke_requested_at"] is not None
     target = Status.REVOKED if early else Status.ENDED
     if outcome.confirmed:

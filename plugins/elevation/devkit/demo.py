@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 REPO = Path(__file__).resolve().parents[3]
+TRAIL_BUCKET = "org-trail-logs"
 
 
 @dataclass(frozen=True)
@@ -145,7 +146,13 @@ def main() -> int:
     emulator = AwsEmulator().start()
     world = build_world(emulator)
     emulator.calls.clear()
-    config_path = write_config(world, workdir / "elevation.yaml")
+    config_path = write_config(
+        world,
+        workdir / "elevation.yaml",
+        extract={"source": "s3", "s3_bucket": TRAIL_BUCKET, "s3_conn_id": "aws_default",
+                 "output_location": str(workdir / "cloudtrail")},
+        audit={"reports_location": str(workdir / "reports")},
+    )
     queue_path = workdir / "queue.db"
     os.environ.update(
         {
@@ -226,10 +233,57 @@ def main() -> int:
             say(f"  {stamp:<16}  {text}{' - ' + note if note else ''}{' ! ' + ', '.join(problems) if problems else ''}")
 
     _summary(say, engine, labels, world, emulator)
+    _nights(say, bag, emulator, day, log)
     say("")
     say(f"  Airflow's logs: {log_path.relative_to(REPO)}   finished in {time.monotonic() - started:.0f} s")
     emulator.stop()
     return 0
+
+
+def _nights(say: Any, bag: Any, emulator: Any, day: datetime, log: TextIO) -> None:
+    """The sessions leave CloudTrail activity in the trail bucket; the nightly extract and audit run on it."""
+    from elevation.config import load_config
+    from elevation.devkit.activity import write_activity
+    from elevation.nightly import session_identities
+    from elevation.runtime import Runtime, identity_center_from_airflow
+    from elevation.store.database import create_engine_for_url, url_from_airflow_connection
+
+    config = load_config()
+    engine = create_engine_for_url(url_from_airflow_connection(config.connections.database))
+    runtime = Runtime(config=config, engine=engine, identity_center_factory=identity_center_from_airflow,
+                      as_of=day, actor="demo")
+    sessions = session_identities(runtime)
+    counts = write_activity(emulator.client("s3"), TRAIL_BUCKET, sessions)
+    say("")
+    say(f"  CloudTrail: {sum(counts.values())} events of {len(sessions)} sessions (plus other people's noise) "
+        f"written as trail files to s3://{TRAIL_BUCKET}/AWSLogs/")
+    first_night = day.date()
+    for night in (first_night, first_night + timedelta(days=1)):
+        run_at = datetime.combine(night + timedelta(days=1), datetime.min.time(), tzinfo=UTC) + timedelta(minutes=30)
+        with _output_to(log):
+            extract_run = bag.get_dag("elevation_extract").test(logical_date=run_at)
+            audit_run = bag.get_dag("elevation_audit").test(logical_date=run_at)
+        extracted = _task_result(extract_run, "extract")
+        audited = _task_result(audit_run, "audit")
+        if extract_run.state != "success" or audit_run.state != "success":
+            say(f"  night {night}: extract {extract_run.state}, audit {audit_run.state} (see the log)")
+            continue
+        per_session = ", ".join(f"#{key} {value}" for key, value in extracted["events_per_session"].items())
+        say(f"  night {night}: extracted {extracted['events_written']} events ({per_session or 'no sessions'}); "
+            f"{extracted['objects_read']} trail files read, {len(extracted['warnings'])} warnings")
+        for session_id, result in audited["sessions"].items():
+            findings = ", ".join(f"{count} {severity}" for severity, count in result["findings"].items() if count)
+            say(f"      session #{session_id:<3} {result['state']:<11} {result['events']:>3} events, "
+                f"findings: {findings or 'none'}")
+        say(f"      index: {Path(audited['index']).relative_to(REPO)}")
+
+
+def _task_result(dag_run: Any, task_id: str) -> dict[str, Any]:
+    """The return value (XCom) of a task of a finished `dag.test()` run."""
+    for instance in dag_run.get_task_instances():
+        if instance.task_id == task_id:
+            return instance.xcom_pull(task_ids=task_id) or {}
+    return {}
 
 
 def _summary(say: Any, engine: Any, labels: dict[int, str], world: Any, emulator: Any) -> None:

@@ -1,0 +1,97 @@
+"""The nightly extract and audit through the real DAGs, on sessions the lifecycle actually granted."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, time, timedelta
+
+import pyarrow.dataset as ds
+import pytest
+import sqlalchemy as sa
+
+from elevation.devkit.activity import HOSTILE_AGENT, write_activity
+from elevation.grants import run_grants
+from elevation.intake import run_intake
+from elevation.nightly import night_to_process, session_identities
+from elevation.revocations import run_revocations
+from elevation.store.tables import audits
+
+BUCKET = "org-trail-logs"
+
+
+@pytest.fixture
+def simulated_day(world, configure, tmp_path, file_request, make_runtime):
+    """Yesterday, lived through the lifecycle with a simulated clock, and its CloudTrail activity in S3."""
+    configure({
+        "extract": {"source": "s3", "s3_bucket": BUCKET, "s3_conn_id": "aws_default",
+                    "output_location": str(tmp_path / "cloudtrail")},
+        "audit": {"reports_location": str(tmp_path / "reports")},
+    })
+    day = (datetime.now(UTC) - timedelta(days=1)).date()
+    at = lambda hour, minute=0: datetime.combine(day, time(0), tzinfo=UTC) + timedelta(hours=hour, minutes=minute)  # noqa: E731
+    ids = {
+        "break-glass": file_request(requester="dave", account_id="media-prod", permission_set="AdministratorAccess",
+                                    start_at=at(10), duration_minutes=60),
+        "group": file_request(requester="bob", account_id="ec-prod", permission_set="PowerUserAccess",
+                              principal_group="platform", start_at=at(14), duration_minutes=60,
+                              status="approved", approver="carol"),
+        "over-midnight": file_request(requester="alice", account_id="media-stg", permission_set="PowerUserAccess",
+                                      start_at=at(22, 30), duration_minutes=120, status="approved", approver="bob"),
+    }
+    for moment in (at(9, 59), at(10), at(11, 1), at(14), at(15, 1), at(22, 30), at(24, 31)):
+        runtime = make_runtime(as_of=moment, clock=lambda moment=moment: moment)
+        run_intake(runtime)
+        run_grants(runtime)
+        run_revocations(runtime)
+    runtime = make_runtime(as_of=at(25), clock=lambda: at(25))
+    sessions = session_identities(runtime)
+    assert sorted(s.session_id for s in sessions) == sorted(str(i) for i in ids.values())
+    counts = write_activity(world.emulator.client("s3"), BUCKET, sessions)
+    return day, ids, counts, tmp_path
+
+
+def test_a_night_is_extracted_to_parquet_and_audited_into_reports(simulated_day, run_dag, engine):
+    day, ids, counts, folder = simulated_day
+    run = run_dag("elevation_extract", datetime.now(UTC), {"night": day.isoformat()})
+    assert run.state == "success"
+    table = ds.dataset(str(folder / "cloudtrail"), format="parquet", partitioning="hive").to_table()
+    per_session = {sid: table.filter(ds.field("session_id") == sid).num_rows for sid in map(str, ids.values())}
+    # Everything the sessions did that night is there, and none of the background noise.
+    assert per_session[str(ids["break-glass"])] == counts[str(ids["break-glass"])]
+    assert per_session[str(ids["group"])] == counts[str(ids["group"])]
+    assert 0 < per_session[str(ids["over-midnight"])] < counts[str(ids["over-midnight"])]  # the rest is tomorrow's
+    assert set(table.column("date").to_pylist()) == {day.isoformat()}
+
+    assert run_dag("elevation_audit", datetime.now(UTC), {"night": day.isoformat()}).state == "success"
+    reports = folder / "reports"
+    index = (reports / day.isoformat() / "index.html").read_text(encoding="utf-8")
+    for request_id in ids.values():
+        assert f"sessions/{request_id}.html" in index
+        page = (reports / "sessions" / f"{request_id}.html").read_text(encoding="utf-8")
+        assert HOSTILE_AGENT not in page  # attacker-controlled text is escaped
+    findings = [json.loads(line) for line in (reports / day.isoformat() / f"findings-{day.isoformat()}.jsonl").open()]
+    assert {finding["session_id"] for finding in findings} >= {str(ids["break-glass"])}
+    with engine.connect() as conn:
+        states = {row["request_id"]: row["state"] for row in conn.execute(sa.select(audits)).mappings()}
+    assert states == {ids["break-glass"]: "final", ids["group"]: "final", ids["over-midnight"]: "provisional"}
+
+    # The next night closes the window that spanned midnight: its report becomes final, once.
+    next_night = (day + timedelta(days=1)).isoformat()
+    assert run_dag("elevation_extract", datetime.now(UTC), {"night": next_night}).state == "success"
+    assert run_dag("elevation_audit", datetime.now(UTC), {"night": next_night}).state == "success"
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(audits).where(audits.c.request_id == ids["over-midnight"])).mappings().one()
+    assert (row["state"], row["night"]) == ("final", next_night) and row["finalized_at"] is not None
+    everything = ds.dataset(str(folder / "cloudtrail"), format="parquet", partitioning="hive").to_table()
+    over = everything.filter(ds.field("session_id") == str(ids["over-midnight"]))
+    assert over.num_rows == counts[str(ids["over-midnight"])]
+    assert len(set(over.column("eventID").to_pylist())) == over.num_rows  # each event exactly once
+
+
+def test_the_night_defaults_to_the_local_day_before_the_run():
+    run = datetime(2026, 11, 29, 0, 30, tzinfo=UTC)
+    assert night_to_process(run, "UTC").isoformat() == "2026-11-28"
+    assert night_to_process(run, "Asia/Tokyo").isoformat() == "2026-11-28"  # 09:30 on the 29th in Tokyo
+    assert night_to_process(run, "UTC", "2026-11-01").isoformat() == "2026-11-01"
+    with pytest.raises(ValueError, match="is not a date"):
+        night_to_process(run, "UTC", "yesterday")
