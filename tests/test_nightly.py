@@ -47,11 +47,11 @@ def simulated_day(world, configure, tmp_path, file_request, make_runtime):
     sessions = session_identities(runtime)
     assert sorted(s.session_id for s in sessions) == sorted(str(i) for i in ids.values())
     counts = write_activity(world.emulator.client("s3"), BUCKET, sessions)
-    return day, ids, counts, tmp_path
+    return day, ids, counts, tmp_path, sessions
 
 
 def test_a_night_is_extracted_to_parquet_and_audited_into_reports(simulated_day, run_dag, engine):
-    day, ids, counts, folder = simulated_day
+    day, ids, counts, folder, _ = simulated_day
     run = run_dag("elevation_extract", datetime.now(UTC), {"night": day.isoformat()})
     assert run.state == "success"
     table = ds.dataset(str(folder / "cloudtrail"), format="parquet", partitioning="hive").to_table()
@@ -95,3 +95,34 @@ def test_the_night_defaults_to_the_local_day_before_the_run():
     assert night_to_process(run, "UTC", "2026-11-01").isoformat() == "2026-11-01"
     with pytest.raises(ValueError, match="is not a date"):
         night_to_process(run, "UTC", "yesterday")
+
+
+
+def test_on_cloudtrail_lake_the_dag_runs_one_query_and_waits_for_it_deferred(
+    simulated_day, configure, run_dag, monkeypatch, tmp_path
+):
+    from elevation.devkit.activity import activity_records
+    from elevation.devkit.cloudtrail_lake import CloudTrailLakeDouble
+
+    day, ids, counts, _, sessions = simulated_day
+    records, _ = activity_records(sessions)
+    with CloudTrailLakeDouble(records, page_size=25) as lake:
+        monkeypatch.setenv("AIRFLOW_CONN_AWS_LAKE", json.dumps({
+            "conn_type": "aws", "login": "testing", "password": "testing",
+            "extra": {"endpoint_url": lake.endpoint_url, "region_name": "us-east-1"}}))
+        configure({
+            "extract": {"source": "lake", "lake_event_data_store_arn": lake.event_data_store_arn,
+                        "lake_conn_id": "aws_lake", "poll_interval": "0.1s", "max_wait": "60s",
+                        "output_location": str(tmp_path / "lake-extract")},
+        })
+        lake.next_query(running_polls=3)
+        run = run_dag("elevation_extract", datetime.now(UTC), {"night": day.isoformat()})
+        assert run.state == "success"
+        assert len(lake.queries) == 1  # one query for every session of the night, not one per session
+        # It was still RUNNING when first looked at: the wait went through the trigger (deferred), then finished.
+        assert lake.requests.count("DescribeQuery") >= 4
+        instances = {ti.task_id: ti for ti in run.get_task_instances()}
+        assert instances["wait_for_lake"].state == "success"
+        result = instances["extract"].xcom_pull(task_ids="extract")
+    assert result["bytes_scanned"] > 0
+    assert result["events_per_session"][str(ids["break-glass"])] == counts[str(ids["break-glass"])]

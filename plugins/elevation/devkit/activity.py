@@ -83,8 +83,8 @@ def background(accounts: Sequence[str], start: datetime, end: datetime, rng: ran
     return records
 
 
-def write_activity(s3: Any, bucket: str, sessions: Sequence[SessionIdentity], *, seed: int = 7) -> dict[str, int]:
-    """Upload the sessions' activity (every other session does something dangerous) plus noise; events per session."""
+def activity_records(sessions: Sequence[SessionIdentity], *, seed: int = 7) -> tuple[list[dict], dict[str, int]]:
+    """The sessions' activity (every other session does something dangerous) plus noise, and events per session."""
     rng = random.Random(seed)
     records, counts = [], {}
     for index, session in enumerate(sessions):
@@ -95,5 +95,11 @@ def write_activity(s3: Any, bucket: str, sessions: Sequence[SessionIdentity], *,
         first = min(session.granted_at for session in sessions)
         last = max((session.ended_at or session.planned_end) for session in sessions)
         records += background(sorted({session.account_id for session in sessions}), first, last, rng, 300)
+    return records, counts
+
+
+def write_activity(s3: Any, bucket: str, sessions: Sequence[SessionIdentity], *, seed: int = 7) -> dict[str, int]:
+    """Upload the sessions' activity as trail files; events per session."""
+    records, counts = activity_records(sessions, seed=seed)
     upload_trail(s3, bucket, records)
     return counts

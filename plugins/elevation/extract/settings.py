@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from elevation.cloudtrail.lake import event_data_store_id
 from elevation.cloudtrail.s3_trail import ORG_ID
 from elevation.cloudtrail.sessions import ACCOUNT_ID
+from elevation.policy import Duration
 
 
 class ExtractSettings(BaseModel):
@@ -29,10 +30,10 @@ class ExtractSettings(BaseModel):
     # CloudTrail Lake.
     lake_event_data_store_arn: str | None = None
     lake_conn_id: str = "aws_default"
-    poll_interval: timedelta = timedelta(seconds=10)
-    max_wait: timedelta = timedelta(hours=1)
+    poll_interval: Duration = timedelta(seconds=10)
+    max_wait: Duration = timedelta(hours=1)
     # Nights.
-    delivery_margin: timedelta = timedelta(minutes=15)
+    delivery_margin: Duration = timedelta(minutes=15)
     timezone: str = "UTC"
     output_location: str = "data/cloudtrail"
 
