@@ -126,3 +126,25 @@ def test_on_cloudtrail_lake_the_dag_runs_one_query_and_waits_for_it_deferred(
         result = instances["extract"].xcom_pull(task_ids="extract")
     assert result["bytes_scanned"] > 0
     assert result["events_per_session"][str(ids["break-glass"])] == counts[str(ids["break-glass"])]
+
+
+def test_reports_can_be_published_to_s3_with_their_layout(simulated_day, world, configure, run_dag, tmp_path):
+    day, ids, _, folder, _ = simulated_day
+    s3 = world.emulator.client("s3")
+    s3.create_bucket(Bucket="security-reports")
+    configure({
+        "extract": {"source": "s3", "s3_bucket": BUCKET, "s3_conn_id": "aws_default",
+                    "output_location": str(folder / "cloudtrail")},
+        "audit": {"reports_location": "s3://security-reports/elevation", "base_url": "https://audit.example.com/elevation"},
+    })
+    assert run_dag("elevation_extract", datetime.now(UTC), {"night": day.isoformat()}).state == "success"
+    run = run_dag("elevation_audit", datetime.now(UTC), {"night": day.isoformat()})
+    assert run.state == "success"
+    result = [ti for ti in run.get_task_instances() if ti.task_id == "audit"][0].xcom_pull(task_ids="audit")
+    assert result["index"] == f"s3://security-reports/elevation/{day.isoformat()}/index.html"
+    keys = {item["Key"] for item in s3.list_objects_v2(Bucket="security-reports")["Contents"]}
+    assert f"elevation/{day.isoformat()}/index.html" in keys
+    assert {f"elevation/sessions/{request_id}.html" for request_id in ids.values()} <= keys
+    index = s3.get_object(Bucket="security-reports", Key=f"elevation/{day.isoformat()}/index.html")
+    assert index["ContentType"].startswith("text/html")
+    assert f"https://audit.example.com/elevation/sessions/{ids['group']}.html" in index["Body"].read().decode()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -201,7 +202,9 @@ def run_audit(runtime: Runtime, night: date) -> AuditSummary:
     summary = AuditSummary(night=night.isoformat(),
                            unsupported_rules=[f"{rule.path}: {rule.reason}" for rule in rules.unsupported])
     events = _events_of(extract.output_location, [identity.session_id for identity in tonight])
-    reports = Path(audit.reports_location)
+    publish_to = audit.reports_location if audit.reports_location.startswith("s3://") else None
+    staging = tempfile.TemporaryDirectory(prefix="elevation-reports-") if publish_to else None
+    reports = Path(staging.name) if staging else Path(audit.reports_location)
     night_dir, sessions_dir = reports / night.isoformat(), reports / "sessions"
     base = audit.base_url.rstrip("/") if audit.base_url else None
     entries, all_findings = [], []
@@ -232,15 +235,37 @@ def run_audit(runtime: Runtime, night: date) -> AuditSummary:
         link = f"{base}/sessions/{path.name}" if base else f"../sessions/{path.name}"
         entry = session_summary(facts, table, findings, link)
         entries.append(entry)
-        _record_audit(runtime, identity.session_id, night, facts.provisional, entry, str(path))
+        where = f"{publish_to.rstrip('/')}/sessions/{path.name}" if publish_to else str(path)
+        _record_audit(runtime, identity.session_id, night, facts.provisional, entry, where)
         summary.sessions[identity.session_id] = {
             "state": "provisional" if facts.provisional else "final", "events": entry.counts.events,
-            "findings": dict(entry.findings_by_severity), "worst": entry.worst, "report": str(path),
+            "findings": dict(entry.findings_by_severity), "worst": entry.worst, "report": where,
         }
     findings_file = write_findings_jsonl(all_findings, night_dir, night.isoformat())
     summary.index = str(render_index(entries, night_dir, night.isoformat(), findings_file=findings_file.name))
     summary.findings = len(all_findings)
+    if publish_to and staging:
+        with staging:
+            summary.index = _publish(reports, publish_to, audit.reports_conn_id, night_dir)
     return summary
+
+
+def _publish(folder: Path, location: str, conn_id: str, night_dir: Path) -> str:
+    """Upload the rendered reports to S3, keeping the layout (so relative links keep working); the index's URI."""
+    from urllib.parse import urlparse
+
+    session, endpoint, region = _aws_session(conn_id)
+    s3 = session.client("s3", endpoint_url=endpoint, region_name=region)
+    target = urlparse(location)
+    prefix = target.path.strip("/")
+    content_types = {".html": "text/html; charset=utf-8", ".csv": "text/csv; charset=utf-8",
+                     ".jsonl": "application/x-ndjson", ".parquet": "application/vnd.apache.parquet"}
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and not path.name.startswith("."):
+            key = "/".join(filter(None, (prefix, path.relative_to(folder).as_posix())))
+            s3.put_object(Bucket=target.netloc, Key=key, Body=path.read_bytes(),
+                          ContentType=content_types.get(path.suffix, "application/octet-stream"))
+    return f"{location.rstrip('/')}/{night_dir.relative_to(folder).as_posix()}/index.html"
 
 
 def _account_names(runtime: Runtime, accounts: set[str]) -> dict[str, str]:

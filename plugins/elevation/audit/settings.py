@@ -19,5 +19,6 @@ class AuditSettings(BaseModel):
     rule_folders: list[Path] = Field(default_factory=list)  # more Sigma rules (e.g. a SigmaHQ checkout)
     include_pack: bool = True
     disabled_rules: list[str] = Field(default_factory=lambda: list(NOISY_FOR_ELEVATED_SESSIONS))
-    reports_location: str = "reports/out"  # a local folder; sessions/ and one folder per night go under it
+    reports_location: str = "reports/out"  # a local folder or s3://bucket/prefix; sessions/ and one folder per night
+    reports_conn_id: str = "aws_default"  # for an s3:// reports_location
     base_url: str | None = None  # how people reach the reports (internal static site); None: relative links
