@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from elevation.devkit.demo import REPO
+from elevation.devkit.demo import REPO, TRAIL_BUCKET
 from elevation.devkit.emulator import AwsEmulator
 from elevation.devkit.world import build_world, write_config
 from elevation.store.database import create_engine_for_url
@@ -30,7 +30,14 @@ def main(argv: list[str] | None = None) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     emulator = AwsEmulator(port=args.port).start()
     world = build_world(emulator)
-    config = write_config(world, folder / "elevation.yaml")
+    emulator.client("s3").create_bucket(Bucket=TRAIL_BUCKET)
+    config = write_config(
+        world,
+        folder / "elevation.yaml",
+        extract={"source": "s3", "s3_bucket": TRAIL_BUCKET, "s3_conn_id": "aws_default",
+                 "output_location": str(folder / "cloudtrail")},
+        audit={"reports_location": str(folder / "reports")},
+    )
     queue_path = folder / "queue.db"
     queue_path.unlink(missing_ok=True)
     upgrade(create_engine_for_url(f"sqlite:///{queue_path}"))
