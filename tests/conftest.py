@@ -20,19 +20,19 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
-_AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="elevation-airflow-"))
-os.environ.update(
-    {
-        "AIRFLOW_HOME": str(_AIRFLOW_HOME),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_AIRFLOW_HOME}/airflow.db",
-        "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
-    }
-)
+CLOUDTRAIL_DATA = SHARED / "data" / "cloudtrail"
+TRAIL_BUCKET = "org-cloudtrail-logs"
+ORG_ID = "o-abcdefghij"
 
+from elevation.devkit.demo import airflow_environment  # noqa: E402  (stdlib only: Airflow not imported yet)
+
+os.environ.update(airflow_environment(Path(tempfile.mkdtemp(prefix="elevation-airflow-"))))
+os.environ["AIRFLOW__LOGGING__LOGGING_LEVEL"] = "WARNING"
+
+from elevation.cloudtrail.records import iter_records_from_path  # noqa: E402
+from elevation.devkit.cloudtrail_lake import CloudTrailLakeDouble  # noqa: E402
 from elevation.devkit.emulator import AwsEmulator  # noqa: E402
+from elevation.devkit.trail_events import Scenario, upload_trail  # noqa: E402
 from elevation.devkit.world import World, build_world, policy_document, write_config  # noqa: E402
 from elevation.runtime import Runtime, identity_center_from_airflow  # noqa: E402
 from elevation.store import queue  # noqa: E402
@@ -194,3 +194,35 @@ def postgres_url() -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+# --- CloudTrail: the real samples, an organization's night, its trail bucket, Lake --------------------------
+
+
+@pytest.fixture(scope="session")
+def real_records() -> list[dict[str, Any]]:
+    """Every record of the shared samples (Stratus Red Team detonations and Panther rule tests)."""
+    return list(iter_records_from_path(CLOUDTRAIL_DATA, on_skip=lambda path, reason: None))
+
+
+@pytest.fixture(scope="session")
+def scenario(real_records: list[dict[str, Any]]) -> Scenario:
+    return Scenario(real_records, background=1200)
+
+
+@pytest.fixture
+def trail_bucket(emulator: Any, scenario: Scenario) -> str:
+    """The scenario's trail files in the emulator's S3 (re-uploaded if another test reset the emulator)."""
+    s3 = emulator.client("s3")
+    try:
+        s3.head_object(Bucket=TRAIL_BUCKET, Key="_populated")
+    except Exception:
+        upload_trail(s3, TRAIL_BUCKET, scenario.records, org_id=ORG_ID, file_period=timedelta(minutes=30))
+        s3.put_object(Bucket=TRAIL_BUCKET, Key="_populated", Body=b"")
+    return TRAIL_BUCKET
+
+
+@pytest.fixture(scope="session")
+def lake(scenario: Scenario) -> Iterator[CloudTrailLakeDouble]:
+    with CloudTrailLakeDouble(scenario.records, page_size=7) as double:
+        yield double

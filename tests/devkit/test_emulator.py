@@ -16,6 +16,7 @@ import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError, ReadTimeoutError
+
 from elevation.devkit.emulator import AwsEmulator
 
 NO_RETRY = Config(retries={"mode": "standard", "total_max_attempts": 1})

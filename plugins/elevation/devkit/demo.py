@@ -36,16 +36,15 @@ class Planned:
     offset: timedelta = timedelta(0)  # start, from the beginning of the day
 
 
-def _airflow_environment(home: Path) -> None:
-    os.environ.update(
-        {
-            "AIRFLOW_HOME": str(home),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
-        }
-    )
+def airflow_environment(home: Path) -> dict[str, str]:
+    """What Airflow needs to run this repository's DAGs from `home` (set before Airflow is first imported)."""
+    return {
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
+    }
 
 
 @contextlib.contextmanager
@@ -126,7 +125,7 @@ def main() -> int:
     workdir = REPO / ".demo"
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
-    _airflow_environment(workdir / "airflow")
+    os.environ.update(airflow_environment(workdir / "airflow"))
     log_path = workdir / "airflow.log"
     log = log_path.open("w", encoding="utf-8")
 

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from elevation.devkit.demo import REPO, TRAIL_BUCKET
+from elevation.devkit.demo import REPO, TRAIL_BUCKET, airflow_environment
 from elevation.devkit.emulator import AwsEmulator
 from elevation.devkit.world import build_world, write_config
 from elevation.store.database import create_engine_for_url
@@ -42,10 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     queue_path.unlink(missing_ok=True)
     upgrade(create_engine_for_url(f"sqlite:///{queue_path}"))
     env = {
-        "AIRFLOW_HOME": str(folder / "airflow"),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        **airflow_environment(folder / "airflow"),
         "ELEVATION_CONFIG": str(config),
         "AIRFLOW_CONN_AWS_DEFAULT": emulator.airflow_connection_json(),
         "AIRFLOW_CONN_ELEVATION_DB": json.dumps({"conn_type": "sqlite", "host": str(queue_path)}),
