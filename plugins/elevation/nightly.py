@@ -209,6 +209,9 @@ def run_audit(runtime: Runtime, night: date) -> AuditSummary:
     base = audit.base_url.rstrip("/") if audit.base_url else None
     entries, all_findings = [], []
     names = _account_names(runtime, {identity.account_id for identity in tonight})
+    by_session: dict[str | None, list[Any]] = {}
+    for finding in rules.evaluate_table(events):  # one pass over the whole night, then split per session
+        by_session.setdefault(finding.session_id, []).append(finding)
     for identity in tonight:
         row = rows[identity.session_id]
         window_end = identity.audit_window[1]
@@ -228,7 +231,7 @@ def run_audit(runtime: Runtime, night: date) -> AuditSummary:
             provisional=window_end > end or row["status"] in ("active", "ending"),
         )
         table = events.filter(pc.equal(events["session_id"], identity.session_id))
-        findings = rules.evaluate_table(table)
+        findings = by_session.get(identity.session_id, [])
         all_findings.extend(findings)
         path = render_session_report(facts, table, findings, sessions_dir,
                                      base_url=f"{base}/sessions" if base else None)

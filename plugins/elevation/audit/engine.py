@@ -1,15 +1,19 @@
 """Evaluate a rule set over CloudTrail events in one pass, fast enough to cost about as much as reading them.
 
 Why it is fast: nearly every rule names the calls it is about (``eventName`` / ``eventSource``). Rules are indexed by
-those values; on an Arrow table the typed columns are dictionary-encoded once, each rule's tests on typed columns are
-decided once per *distinct* value (a few hundred names, not a million rows) and broadcast to rows with one ``take``.
-Only rows some rule could match are looked at further; only where a rule's verdict depends on a nested document
-(``requestParameters``...) is that row parsed from JSON and the compiled predicate run in Python. Rules that name no
-call (``userIdentity.type: Root``) get the same vectorised treatment over the whole table.
+those values; on an Arrow table the typed columns are dictionary-encoded once for the whole table, each rule's tests
+on typed columns are decided once per *distinct* value (a few hundred names, not a million rows) and broadcast to
+rows with one ``take``. The rows are grouped by call once, so each rule only looks at the rows of the calls it names
+(a rule about a rare call costs a few slices). Only where a rule's verdict depends on a nested document
+(``requestParameters``...) is that row parsed from JSON and the rule, compiled into closures, run in Python. Rules
+that name no call (``userIdentity.type: Root``) get the same vectorised treatment over the whole table.
 
 Verdicts are three-valued on the way (certainly true / maybe / certainly false), so the vectorised pass never decides
 what only the nested document can decide, and :meth:`RuleSet.evaluate_table` agrees with
 :meth:`RuleSet.evaluate_records` on the same events.
+
+Findings are built column-wise (one ``take`` and one conversion per column, one ``map`` to make them); a finding keeps
+its event's requestParameters as JSON text and parses it when it is read.
 """
 
 from __future__ import annotations
@@ -17,11 +21,12 @@ from __future__ import annotations
 import gc
 import json
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from importlib import resources as importlib_resources
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -77,19 +82,6 @@ DICTIONARY_COLUMNS: tuple[str, ...] = tuple(
     if name not in {"eventID", "requestID", "sharedEventID"}
 )
 REQUIRED_COLUMNS: tuple[str, ...] = ("eventID", "eventTime", "eventSource", "eventName")
-_FINDING_COLUMNS: tuple[str, ...] = (
-    "eventID",
-    "eventTime",
-    "eventSource",
-    "eventName",
-    "session_id",
-    "awsRegion",
-    "sourceIPAddress",
-    "userAgent",
-    "requestParameters",
-    "errorCode",
-    "recipientAccountId",
-)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _JSON_COLUMNS = frozenset(JSON_FIELDS)
 #: Text that JSON writes the same way whoever serialises it (no escapes, no non-ASCII): safe to search in raw JSON.
@@ -98,24 +90,167 @@ _SAFE_TEXT = re.compile(r"[A-Za-z0-9 _.:@=+,$-]+")
 _DRIVERS: tuple[tuple[str, ...], ...] = (("eventName",), ("eventSource",))
 
 
-@dataclass(frozen=True)
-class Finding:
-    """One rule matching one event (an event matching two rules gives two findings)."""
+#: Field names of :class:`Finding`, in constructor order.
+FINDING_FIELDS: tuple[str, ...] = (
+    "event_id",
+    "event_time",
+    "event_source",
+    "event_name",
+    "rule_id",
+    "title",
+    "severity",
+    "session_id",
+    "aws_region",
+    "source_ip",
+    "user_agent",
+    "request_parameters",
+    "error_code",
+    "recipient_account_id",
+)
+_UNPARSED: Any = object()  # request parameters not parsed from their JSON text yet
 
-    event_id: str
-    event_time: datetime
-    event_source: str
-    event_name: str
-    rule_id: str
-    title: str
-    severity: str
-    session_id: str | None
-    aws_region: str | None
-    source_ip: str | None
-    user_agent: str | None
-    request_parameters: dict | None
-    error_code: str | None
-    recipient_account_id: str | None
+
+class Finding:
+    """One rule matching one event (an event matching two rules gives two findings).
+
+    Immutable (every field is a read-only attribute); equal when all fields are equal. ``request_parameters`` is the
+    one field that costs: a night can give a million findings and a report shows few of them, so findings built from
+    a table keep the event's JSON text and parse it when the field is first read (then keep the dict).
+    """
+
+    __match_args__ = FINDING_FIELDS
+    __slots__ = (
+        "_event_id",
+        "_event_time",
+        "_event_source",
+        "_event_name",
+        "_rule_id",
+        "_title",
+        "_severity",
+        "_session_id",
+        "_aws_region",
+        "_source_ip",
+        "_user_agent",
+        "_request_parameters",
+        "_request_parameters_json",
+        "_error_code",
+        "_recipient_account_id",
+    )
+
+    def __init__(
+        self,
+        event_id: str,
+        event_time: datetime,
+        event_source: str,
+        event_name: str,
+        rule_id: str,
+        title: str,
+        severity: str,
+        session_id: str | None,
+        aws_region: str | None,
+        source_ip: str | None,
+        user_agent: str | None,
+        request_parameters: dict | None,
+        error_code: str | None,
+        recipient_account_id: str | None,
+    ) -> None:
+        self._event_id = event_id
+        self._event_time = event_time
+        self._event_source = event_source
+        self._event_name = event_name
+        self._rule_id = rule_id
+        self._title = title
+        self._severity = severity
+        self._session_id = session_id
+        self._aws_region = aws_region
+        self._source_ip = source_ip
+        self._user_agent = user_agent
+        self._request_parameters = request_parameters
+        self._request_parameters_json = None
+        self._error_code = error_code
+        self._recipient_account_id = recipient_account_id
+
+    @property
+    def event_id(self) -> str:
+        return self._event_id
+
+    @property
+    def event_time(self) -> datetime:
+        return self._event_time
+
+    @property
+    def event_source(self) -> str:
+        return self._event_source
+
+    @property
+    def event_name(self) -> str:
+        return self._event_name
+
+    @property
+    def rule_id(self) -> str:
+        return self._rule_id
+
+    @property
+    def title(self) -> str:
+        return self._title
+
+    @property
+    def severity(self) -> str:
+        return self._severity
+
+    @property
+    def session_id(self) -> str | None:
+        return self._session_id
+
+    @property
+    def aws_region(self) -> str | None:
+        return self._aws_region
+
+    @property
+    def source_ip(self) -> str | None:
+        return self._source_ip
+
+    @property
+    def user_agent(self) -> str | None:
+        return self._user_agent
+
+    @property
+    def request_parameters(self) -> dict | None:
+        """The event's requestParameters object (None when absent or not an object), parsed on first read."""
+        value = self._request_parameters
+        if value is _UNPARSED:
+            document = _parse_document(self._request_parameters_json)
+            value = document if isinstance(document, dict) else None
+            self._request_parameters = value
+            self._request_parameters_json = None
+        return value
+
+    @property
+    def error_code(self) -> str | None:
+        return self._error_code
+
+    @property
+    def recipient_account_id(self) -> str | None:
+        return self._recipient_account_id
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (self.__class__, self._values())
+
+    def _values(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in FINDING_FIELDS)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._values() == other._values()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        # requestParameters is a dict (unhashable, and equal findings have equal ones): hash the other fields.
+        return hash(tuple(getattr(self, name) for name in FINDING_FIELDS if name != "request_parameters"))
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in FINDING_FIELDS)
+        return f"{self.__class__.__qualname__}({fields})"
 
     def to_dict(self) -> dict[str, Any]:
         """The machine-readable form (JSON Lines for the command and the nightly SIEM file)."""
@@ -135,6 +270,45 @@ class Finding:
             "recipientAccountId": self.recipient_account_id,
             "requestParameters": self.request_parameters,
         }
+
+
+def _finding_from_row(
+    event_id: str,
+    event_time: datetime,
+    event_source: str,
+    event_name: str,
+    rule_id: str,
+    title: str,
+    severity: str,
+    session_id: str | None,
+    aws_region: str | None,
+    source_ip: str | None,
+    user_agent: str | None,
+    request_parameters_json: str | None,
+    error_code: str | None,
+    recipient_account_id: str | None,
+) -> Finding:
+    """A finding whose request parameters are still JSON text (the table path makes findings in bulk with this)."""
+    finding = _new(Finding)
+    finding._event_id = event_id
+    finding._event_time = event_time
+    finding._event_source = event_source
+    finding._event_name = event_name
+    finding._rule_id = rule_id
+    finding._title = title
+    finding._severity = severity
+    finding._session_id = session_id
+    finding._aws_region = aws_region
+    finding._source_ip = source_ip
+    finding._user_agent = user_agent
+    finding._request_parameters = _UNPARSED if request_parameters_json else None
+    finding._request_parameters_json = request_parameters_json
+    finding._error_code = error_code
+    finding._recipient_account_id = recipient_account_id
+    return finding
+
+
+_new = object.__new__
 
 
 def finding_sort_key(finding: Finding) -> tuple[Any, ...]:
@@ -231,6 +405,9 @@ class _Plan:
         self.drivers = [_Driver(path) for path in _DRIVERS]
         self.indexed: list[int] = []
         self.unindexed: list[int] = []
+        #: Verdicts of tests on the call columns, per value. Their values are API names, a bounded vocabulary, so
+        #: these are kept from one evaluation to the next (the nightly audit evaluates a night session by session).
+        self.call_verdicts: dict[tuple[Any, ...], dict[Any, bool]] = {}
         for index, rule in enumerate(self.rules):
             for driver in self.drivers:
                 req = requirement(rule.predicate, driver.path)
@@ -282,14 +459,30 @@ def _not(mask: Mask) -> Mask:
 
 
 class _Source:
-    """The table under evaluation; a column is made contiguous once, because `take` on a chunked column
-    concatenates all its chunks on every call."""
+    """The table under evaluation.
 
-    def __init__(self, table: pa.Table) -> None:
+    Rows are taken in ascending order of position (frames, findings): a column of few chunks is taken chunk by
+    chunk, so the big text columns (requestParameters, eventID) are never copied whole; a dictionary column, or one
+    of many chunks, is made contiguous once (`take` on a chunked array may concatenate all of it on every call).
+    Low-cardinality columns (Arrow dictionaries, booleans) are encoded once for the whole table and a field test is
+    judged once per distinct value of the whole table: frames take the indices, they neither re-encode nor re-judge.
+    """
+
+    def __init__(
+        self, table: pa.Table, call_verdicts: dict[tuple[Any, ...], dict[Any, bool]] | None = None
+    ) -> None:
         self.table = table
         self.num_rows = table.num_rows
         self.column_names = table.column_names
+        self._call_verdicts = {} if call_verdicts is None else call_verdicts
         self._contiguous: dict[str, pa.Array] = {}
+        self._encoded: dict[str, tuple[pa.Array, list[Any]]] = {}
+        self._verdicts: dict[tuple[Any, ...], list[bool]] = {}
+        self.shared = {
+            field.name
+            for field in table.schema
+            if pa.types.is_dictionary(field.type) or pa.types.is_boolean(field.type)
+        }
 
     def column(self, name: str) -> pa.ChunkedArray:
         return self.table.column(name)
@@ -302,9 +495,86 @@ class _Source:
             self._contiguous[name] = data.combine_chunks()
         return self._contiguous[name]
 
-    def take(self, rows: pa.Array, columns: Sequence[str] | None = None) -> pa.Table:
-        names = [name for name in (columns or self.column_names) if name in self.column_names]
-        return pa.table({name: pc.take(self.contiguous(name), rows) for name in names})
+    def take(self, name: str, rows: pa.Array) -> pa.Array | pa.ChunkedArray:
+        """The values of column `name` at `rows` (positions in ascending order)."""
+        data = self._contiguous.get(name)
+        if data is not None:
+            return pc.take(data, rows)
+        column = self.table.column(name)
+        if column.num_chunks == 1:
+            return pc.take(column.chunk(0), rows)
+        if pa.types.is_dictionary(column.type) or column.num_chunks > _MAX_CHUNKS_TAKEN_APART:
+            return pc.take(self.contiguous(name), rows)
+        return _take_ascending(column, rows)
+
+    def encoded(self, column: str) -> tuple[pa.Array, list[Any]]:
+        """Whole-table encoding of a shared column: (indices, nulls one past the dictionary; distinct values)."""
+        if column not in self._encoded:
+            self._encoded[column] = _encode(self.table.column(column))
+        return self._encoded[column]
+
+    def verdicts(self, test: FieldTest, column: str) -> list[bool]:
+        """The test's verdict on each distinct value of a shared column, then on null."""
+        if test.key not in self._verdicts:
+            _, values = self.encoded(column)
+            if column in _CALL_COLUMNS:
+                known = self._call_verdicts.setdefault(test.key, {})
+                verdicts = []
+                for value in (*values, None):
+                    verdict = known.get(value)
+                    if verdict is None:
+                        verdict = known[value] = test.judge_value(value)
+                    verdicts.append(verdict)
+            else:
+                verdicts = [test.judge_value(value) for value in (*values, None)]
+            self._verdicts[test.key] = verdicts
+        return self._verdicts[test.key]
+
+
+_MAX_CHUNKS_TAKEN_APART = 64
+_CALL_COLUMNS = frozenset(("eventName", "eventSource"))
+
+
+def _take_ascending(column: pa.ChunkedArray, rows: pa.Array) -> pa.ChunkedArray:
+    """`take` without concatenating the chunks: `rows` ascending, so each chunk's rows are one slice of them."""
+    pieces: list[pa.Array] = []
+    start = low = 0
+    count = len(rows)
+    for chunk in column.chunks:
+        if low == count:
+            break
+        end = start + len(chunk)
+        high = bisect_left(rows, end, low, count, key=_as_py)
+        if high > low:
+            pieces.append(pc.take(chunk, pc.subtract(rows.slice(low, high - low), start)))
+        start, low = end, high
+    return pa.chunked_array(pieces, column.type)
+
+
+def _as_py(scalar: pa.Scalar) -> Any:
+    return scalar.as_py()
+
+
+def _encode(data: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, list[Any]]:
+    """(indices with nulls pointing one past the dictionary, distinct values)."""
+    if isinstance(data, pa.Array):
+        data = pa.chunked_array([data])
+    if pa.types.is_boolean(data.type):
+        data = pc.cast(data, pa.string())
+    if pa.types.is_dictionary(data.type):
+        array = data.unify_dictionaries().combine_chunks()
+        if len(array.dictionary) > max(_SMALL_DICTIONARY, len(array) // 8):
+            # A slice of a bigger table (one session of a night) keeps the whole dictionary: judging every value
+            # would cost more than the rows; keep the values these rows use.
+            array = pc.dictionary_encode(array.dictionary_decode())
+    else:
+        array = pc.dictionary_encode(data.combine_chunks())
+    values = array.dictionary.to_pylist()
+    indices = array.indices if array.null_count == 0 else pc.fill_null(array.indices, len(values))
+    return indices, values
+
+
+_SMALL_DICTIONARY = 64
 
 
 class _Frame:
@@ -323,30 +593,26 @@ class _Frame:
         self._columns: dict[str, pa.ChunkedArray | pa.Array] = {}
         self._encoded: dict[str, tuple[pa.Array, list[Any]]] = {}
         self._leaves: dict[tuple[Any, ...], tuple[Mask, Mask] | None] = {}
+        self._needles: dict[tuple[str, tuple[str, bool] | None], pa.BooleanArray] = {}
 
     def column(self, name: str) -> pa.ChunkedArray | pa.Array:
         if name not in self._columns:
             if self.row_ids is None:
                 self._columns[name] = self.table.column(name)
             else:
-                self._columns[name] = pc.take(self.table.contiguous(name), self.row_ids)
+                self._columns[name] = self.table.take(name, self.row_ids)
         return self._columns[name]
 
     def encoded(self, column: str) -> tuple[pa.Array, list[Any]]:
         """(indices with nulls pointing one past the dictionary, distinct values)."""
         if column not in self._encoded:
-            data = self.column(column)
-            if isinstance(data, pa.Array):
-                data = pa.chunked_array([data])
-            if pa.types.is_boolean(data.type):
-                data = pc.cast(data, pa.string())
-            if pa.types.is_dictionary(data.type):
-                array = data.unify_dictionaries().combine_chunks()
+            if column in self.table.shared:
+                indices, values = self.table.encoded(column)
+                if self.row_ids is not None:
+                    indices = pc.take(indices, self.row_ids)
+                self._encoded[column] = (indices, values)
             else:
-                array = pc.dictionary_encode(data.combine_chunks())
-            values = array.dictionary.to_pylist()
-            indices = pc.fill_null(array.indices, len(values))
-            self._encoded[column] = (indices, values)
+                self._encoded[column] = _encode(self.column(column))
         return self._encoded[column]
 
     def leaf(self, test: FieldTest) -> tuple[Mask, Mask] | None:
@@ -362,8 +628,10 @@ class _Frame:
         if column is None or column not in self.names or test.mode == "fieldref":
             return None
         indices, values = self.encoded(column)
-        lookup = [test.judge_value(value) for value in values]
-        lookup.append(test.judge_value(None))
+        if column in self.table.shared:
+            lookup = self.table.verdicts(test, column)
+        else:
+            lookup = [test.judge_value(value) for value in (*values, None)]
         if not any(lookup):
             return (False, False)
         if all(lookup):
@@ -378,9 +646,6 @@ class _Frame:
         column = test.path[0] if test.path[0] in _JSON_COLUMNS else OTHER_FIELDS_COLUMN
         if column not in self.names:
             return None
-        text = self.column(column)
-        if pa.types.is_dictionary(text.type):
-            text = pc.cast(text, pa.string())
         needles: list[tuple[str, bool]] = []
         if len(test.path) > 1 or column == OTHER_FIELDS_COLUMN:
             if not _SAFE_TEXT.fullmatch(test.path[-1]):
@@ -393,14 +658,25 @@ class _Frame:
             and _SAFE_TEXT.fullmatch(value.pattern)
         ):
             needles.append((value.pattern, not value.cased))
-        if not needles:
-            maybe: Mask = pc.is_valid(text)
-        else:
-            maybe = True
-            for needle, ignore_case in needles:
-                found = pc.fill_null(pc.match_substring(text, needle, ignore_case=ignore_case), False)
-                maybe = _and(maybe, found)
+        maybe: Mask = True
+        for needle in needles or [None]:
+            maybe = _and(maybe, self._found(column, needle))
         return (False, maybe)
+
+    def _found(self, column: str, needle: tuple[str, bool] | None) -> pa.BooleanArray:
+        """Rows whose JSON text contains the needle (text, ignore case); any text when None. Rules repeat the same
+        needle (a list of 22 ports is 22 tests of one key), so each is searched once per frame."""
+        key = (column, needle)
+        if key not in self._needles:
+            text = self.column(column)
+            if pa.types.is_dictionary(text.type):
+                text = pc.cast(text, pa.string())
+            if needle is None:
+                self._needles[key] = pc.is_valid(text)
+            else:
+                found = pc.match_substring(text, needle[0], ignore_case=needle[1])
+                self._needles[key] = pc.fill_null(found, False)
+        return self._needles[key]
 
     def bounds(self, node: Node) -> tuple[Mask, Mask]:
         """(rows where `node` is certainly true, rows where it may be true)."""
@@ -414,12 +690,17 @@ class _Frame:
             for child in node.children:
                 child_lower, child_upper = self.bounds(child)
                 lower, upper = _and(lower, child_lower), _and(upper, child_upper)
+                # certainly false everywhere (lower is within upper): the other children cannot change that
+                if upper is False:
+                    return False, False
             return lower, upper
         if isinstance(node, AnyOf):
             lower, upper = False, False
             for child in node.children:
                 child_lower, child_upper = self.bounds(child)
                 lower, upper = _or(lower, child_lower), _or(upper, child_upper)
+                if lower is True:  # certainly true everywhere
+                    return True, True
             return lower, upper
         if isinstance(node, Not):
             child_lower, child_upper = self.bounds(node.child)
@@ -430,31 +711,62 @@ class _Frame:
         """Positions in the original table of the rows where `mask` holds."""
         if mask is False:
             return pa.array([], pa.int64())
-        positions = pa.array(range(self.num_rows), pa.int64()) if mask is True else pc.indices_nonzero(mask)
+        positions = pc.indices_nonzero(pa.repeat(True, self.num_rows) if mask is True else mask)
         return positions if self.row_ids is None else pc.take(self.row_ids, positions)
+
+
+class _Columns:
+    """Some rows of the table as Python values; a column is taken and converted (for all these rows) when a rule
+    first reads it, so rows decided in Python cost only the columns their rules look at."""
+
+    __slots__ = ("source", "rows", "_lists")
+
+    def __init__(self, source: _Source, rows: pa.Array) -> None:
+        self.source = source
+        self.rows = rows
+        self._lists: dict[str, list[Any] | None] = {}
+
+    def names(self) -> list[str]:
+        return self.source.column_names
+
+    def values(self, column: str) -> list[Any] | None:
+        """The column's values, or None when the table has no such column."""
+        if column not in self._lists:
+            if column not in self.source.column_names:
+                self._lists[column] = None
+            else:
+                data = self.source.take(column, self.rows)
+                self._lists[column] = _times(data) if pa.types.is_timestamp(data.type) else _pylist(data)
+        return self._lists[column]
 
 
 class RowView:
     """A row of EVENT_SCHEMA seen as a CloudTrail record, parsing a nested document only when a rule asks for it."""
 
-    __slots__ = ("row", "_parsed")
+    __slots__ = ("columns", "position", "_parsed")
 
     _TYPED = frozenset((*STRING_FIELDS, *BOOL_FIELDS))
     _JSON = frozenset(JSON_FIELDS)
 
-    def __init__(self, row: dict[str, Any]) -> None:
-        self.row = row
+    def __init__(self, columns: _Columns, position: int) -> None:
+        self.columns = columns
+        self.position = position
         self._parsed: dict[str, Any] = {}
+
+    def typed(self, column: str) -> Any:
+        """The value of a column of the row as the table stores it (None when absent)."""
+        values = self.columns.values(column)
+        return None if values is None else values[self.position]
 
     def _json(self, column: str) -> Any:
         if column not in self._parsed:
-            text = self.row.get(column)
+            text = self.typed(column)
             self._parsed[column] = json.loads(text) if text else None
         return self._parsed[column]
 
     def get(self, key: str, default: Any = None) -> Any:
         if key in self._TYPED:
-            value = self.row.get(key)
+            value = self.typed(key)
             return default if value is None else value
         if key in self._JSON:
             value = self._json(key)
@@ -465,7 +777,70 @@ class RowView:
         return others.get(key, default)
 
     def materialize(self) -> dict[str, Any]:
-        return row_to_record(self.row)
+        return row_to_record({name: self.typed(name) for name in self.columns.names()})
+
+
+class _Decider:
+    """Evaluates predicates on RowViews as `Node.evaluate` does, each compiled once per evaluation into closures;
+    tests on typed columns are judged once per distinct value (rows left to Python mostly differ in their
+    documents, not in their eventName)."""
+
+    def __init__(self, source: _Source) -> None:
+        self.names = set(source.column_names)
+        self._compiled: dict[int, Callable[[RowView], bool]] = {}
+
+    def __call__(self, rule: CompiledRule, row: RowView) -> bool:
+        check = self._compiled.get(id(rule))
+        if check is None:
+            check = self._compiled[id(rule)] = self._compile(rule.predicate)
+        return check(row)
+
+    def _compile(self, node: Node) -> Callable[[RowView], bool]:
+        if isinstance(node, FieldTest):
+            column = TYPED_COLUMNS.get(node.path)
+            if column is None or column not in self.names or node.mode == "fieldref":
+                return node.checker()
+            return _typed_check(column, node.judge_value)
+        if isinstance(node, (AllOf, AnyOf)):
+            checks = tuple(self._compile(child) for child in node.children)
+            return _all_check(checks) if isinstance(node, AllOf) else _any_check(checks)
+        if isinstance(node, Not):
+            inner = self._compile(node.child)
+            return lambda row: not inner(row)
+        return node.evaluate
+
+
+def _typed_check(column: str, judge: Callable[[Any], bool]) -> Callable[[RowView], bool]:
+    verdicts: dict[Any, bool] = {}
+
+    def check(row: RowView) -> bool:
+        value = row.typed(column)
+        verdict = verdicts.get(value)
+        if verdict is None:
+            verdict = verdicts[value] = judge(value)
+        return verdict
+
+    return check
+
+
+def _all_check(checks: tuple[Callable[[RowView], bool], ...]) -> Callable[[RowView], bool]:
+    def check(row: RowView) -> bool:
+        for child in checks:  # noqa: SIM110 (a loop: no generator per call, this runs for every row and node)
+            if not child(row):
+                return False
+        return True
+
+    return check
+
+
+def _any_check(checks: tuple[Callable[[RowView], bool], ...]) -> Callable[[RowView], bool]:
+    def check(row: RowView) -> bool:
+        for child in checks:  # noqa: SIM110 (as above)
+            if child(row):
+                return True
+        return False
+
+    return check
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -553,24 +928,15 @@ class RuleSet:
         plan = self._plan()
         if table.num_rows == 0 or not plan.rules:
             return []
-        source = _Source(table)
+        source = _Source(table, plan.call_verdicts)
         whole = _Frame(source, None)
         certain: list[tuple[pa.Array, int]] = []  # (original rows, rule index)
         maybe: list[tuple[int, int]] = []
 
-        # Rules that name their calls: only rows with such a call are looked at.
-        candidate: Mask = False
-        for driver in plan.drivers:
-            if not (driver.exact or driver.patterns):
-                continue
-            indices, values = whole.encoded(TYPED_COLUMNS[driver.path])
-            lookup = [bool(driver.rules_for(value)) for value in values] + [False]
-            if any(lookup):
-                candidate = _or(candidate, pc.take(pa.array(lookup, pa.bool_()), indices))
-        frames: list[tuple[_Frame, list[int]]] = []
-        if candidate is not False and plan.indexed:
-            row_ids = None if candidate is True else pc.indices_nonzero(candidate)
-            frames.append((whole if row_ids is None else _Frame(source, row_ids), plan.indexed))
+        # Rules that name their calls: each is looked at on the rows with such a call only.
+        frames: list[tuple[_Frame, list[int]]] = [
+            (_Frame(source, rows), [index]) for index, rows in _rule_rows(whole, plan).items()
+        ]
         if plan.unindexed:
             frames.append((whole, plan.unindexed))
 
@@ -597,14 +963,51 @@ class RuleSet:
         extra_rules: pa.Array | None = None  # rule of each row decided in Python (the -1 entry of `certain`)
         if maybe:
             rows = sorted({row for row, _ in maybe})
-            views = dict(zip(rows, map(RowView, _rows(source.take(pa.array(rows, pa.int64())))), strict=True))
-            decided = [
-                (row, index) for row, index in maybe if plan.rules[index].predicate.evaluate(views[row])
-            ]
+            columns = _Columns(source, pa.array(rows, pa.int64()))
+            views = {row: RowView(columns, position) for position, row in enumerate(rows)}
+            decide = _Decider(source)
+            decided = [(row, index) for row, index in maybe if decide(plan.rules[index], views[row])]
             if decided:
                 certain.append((pa.array([row for row, _ in decided], pa.int64()), -1))
                 extra_rules = pa.array([index for _, index in decided], pa.int32())
         return _findings(source, plan, certain, extra_rules)
+
+
+def _rule_rows(whole: _Frame, plan: _Plan) -> dict[int, pa.Array]:
+    """For each indexed rule, the rows whose driver column (eventName, eventSource) holds a value the rule requires:
+    the only rows it can match. Rows are grouped by value once, so a rule about a rare call costs a few slices."""
+    pieces: dict[int, list[pa.Array]] = {}
+    for driver in plan.drivers:
+        if not (driver.exact or driver.patterns):
+            continue
+        indices, values = whole.encoded(TYPED_COLUMNS[driver.path])
+        wanted = {
+            position: rules for position, value in enumerate(values) if (rules := driver.rules_for(value))
+        }
+        if not wanted:
+            continue
+        lookup = pa.array([position in wanted for position in range(len(values))] + [False], pa.bool_())
+        rows = pc.indices_nonzero(pc.take(lookup, indices))
+        keys = pc.take(indices, rows)
+        order = pc.sort_indices(keys)
+        rows = pc.take(rows, order)
+        counts = pc.value_counts(keys)
+        sizes = dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist(), strict=True))
+        start = 0
+        for position in sorted(sizes):  # the order of `rows`, sorted by value
+            group = rows.slice(start, sizes[position])
+            start += sizes[position]
+            for index in wanted[position]:
+                pieces.setdefault(index, []).append(group)
+    return {index: _ascending(groups) for index, groups in sorted(pieces.items())}
+
+
+def _ascending(groups: list[pa.Array]) -> pa.Array:
+    """Row positions of several groups, in ascending order (each group is ascending already)."""
+    if len(groups) == 1:
+        return groups[0]
+    rows = pa.concat_arrays(groups)
+    return pc.take(rows, pc.sort_indices(rows))
 
 
 @contextmanager
@@ -634,59 +1037,76 @@ def _parse_document(text: str | None) -> Any:
     return value if end == len(text) else json.loads(text)
 
 
-def _pylist(column: pa.ChunkedArray | pa.Array) -> list[Any]:
-    """to_pylist, without Arrow's slow path for dictionary arrays (50x slower than indexing the values)."""
-    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+def _pylist(column: pa.ChunkedArray | pa.Array, null: Any = None) -> list[Any]:
+    """to_pylist (nulls as `null`), without Arrow's slow path for dictionary arrays (50x slower than indexing the
+    values)."""
+    if isinstance(column, pa.ChunkedArray):
+        # chunks of a dictionary column can have different dictionaries: unify them before combining
+        array = (
+            column.unify_dictionaries() if pa.types.is_dictionary(column.type) else column
+        ).combine_chunks()
+    else:
+        array = column
     if pa.types.is_dictionary(array.type):
         values = array.dictionary.to_pylist()
-        return [None if index is None else values[index] for index in array.indices.to_pylist()]
+        if null is not None:
+            values = [null if value is None else value for value in values]
+        values.append(null)
+        return list(map(values.__getitem__, pc.fill_null(array.indices, len(values) - 1).to_pylist()))
+    if null is not None and array.null_count:
+        array = pc.fill_null(array, null)
     return array.to_pylist()
 
 
 def _times(column: pa.ChunkedArray | pa.Array) -> list[datetime]:
-    """Aware UTC datetimes of a timestamp column (Arrow's own conversion is ~3 s per million)."""
+    """Aware UTC datetimes of a timestamp column (a null is the epoch): Arrow's own conversion is ~3 s per
+    million, this one builds each datetime from its parts in one C call."""
     if not pa.types.is_timestamp(column.type):
         return [_event_time(value) for value in _pylist(column)]
-    scale = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": 0.001}[column.type.unit]
-    micros = pc.cast(column, pa.int64()).to_pylist()
-    return [
-        _EPOCH + timedelta(microseconds=value * scale) if value is not None else _EPOCH for value in micros
-    ]
-
-
-def _rows(table: pa.Table) -> list[dict[str, Any]]:
-    """Rows as dicts, converted column by column (see :func:`_pylist`)."""
-    columns = {
-        name: _times(table.column(name))
-        if pa.types.is_timestamp(table.schema.field(name).type)
-        else _pylist(table.column(name))
-        for name in table.column_names
-    }
-    return [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+    if column.type.unit == "ns":  # rounded to the microsecond, as timedelta does
+        return [
+            _EPOCH + timedelta(microseconds=value * 0.001) if value is not None else _EPOCH
+            for value in pc.cast(column, pa.int64()).to_pylist()
+        ]
+    if column.null_count:
+        column = pc.fill_null(column, pa.scalar(0, column.type))
+    wall = pc.cast(column, pa.timestamp(column.type.unit))  # the same instants, as UTC wall-clock time
+    parts = [part(wall).to_pylist() for part in (pc.year, pc.month, pc.day, pc.hour, pc.minute, pc.second)]
+    micros = pc.add(pc.multiply(pc.millisecond(wall), 1000), pc.microsecond(wall)).to_pylist()
+    return list(map(datetime, *parts, micros, repeat(UTC)))
 
 
 def _findings(
     source: _Source, plan: _Plan, matches: list[tuple[pa.Array, int]], extra_rules: pa.Array | None
 ) -> list[Finding]:
-    """Findings for (rows, rule) matches, built column-wise: a rule that matches every event of a night must not
-    cost more than the reading did (frozen dataclass __init__ and Arrow's timestamp to_pylist are the slow parts)."""
+    """Findings for (rows, rule) matches, built column-wise: the matched events are taken once per column (in
+    ascending position, see :meth:`_Source.take`), the findings sorted on their keys alone, each column turned into
+    a Python list in one call, and the findings made by one `map` over those lists: no per-row dicts, no JSON
+    parsing (see :attr:`Finding.request_parameters`). A rule that matches every event of a night must not cost much
+    more than the reading did."""
     if not matches:
         return []
-    row_arrays = [rows.cast(pa.int64()) for rows, _ in matches]
-    rule_arrays = [
-        extra_rules if index == -1 else pa.repeat(pa.scalar(index, pa.int32()), len(rows))
-        for rows, index in matches
-    ]
-    rows = pa.concat_arrays(row_arrays)
-    rules = pa.concat_arrays(rule_arrays)
-    data = source.take(rows, _FINDING_COLUMNS)
+    rows = pa.concat_arrays([rows.cast(pa.int64()) for rows, _ in matches])
+    rules = pa.concat_arrays(
+        [
+            extra_rules if index == -1 else pa.repeat(pa.scalar(index, pa.int32()), len(rows))
+            for rows, index in matches
+        ]
+    )
+    # In ascending position, the order _Source.take wants.
+    ascending = pc.sort_indices(rows)
+    rows, rules = pc.take(rows, ascending), pc.take(rules, ascending)
+
+    # Time order, worst rule first within an event (finding_sort_key), input order last.
+    times = source.take("eventTime", rows)
+    ids = source.take("eventID", rows)
     severity = pa.array([-SEVERITY_RANK.get(rule.severity, 0) for rule in plan.rules], pa.int32())
     rule_ids = pa.array([rule.rule_id for rule in plan.rules], pa.string())
     order = pc.sort_indices(
         pa.table(
             {
-                "time": data.column("eventTime"),
-                "event": data.column("eventID"),
+                "time": times,
+                "event": ids,
                 "severity": pc.take(severity, rules),
                 "rule": pc.take(rule_ids, rules),
                 "row": rows,
@@ -694,57 +1114,37 @@ def _findings(
         ),
         sort_keys=[(name, "ascending") for name in ("time", "event", "severity", "rule", "row")],
     )
-    data = data.take(order)
-    rules_list = pc.take(rules, order).to_pylist()
-    rows_list = pc.take(rows, order).to_pylist()
+    rule_list = pc.take(rules, order).to_pylist()
+    count = len(rule_list)
 
-    def column(name: str) -> list[Any]:
-        return _pylist(data.column(name)) if name in data.column_names else [None] * data.num_rows
+    def column(name: str, null: Any = None, data: pa.Array | pa.ChunkedArray | None = None) -> list[Any]:
+        if name not in source.column_names:
+            return [null] * count
+        return _pylist(pc.take(source.take(name, rows) if data is None else data, order), null)
 
-    times = _times(data.column("eventTime"))
-    event_ids, sources, names = column("eventID"), column("eventSource"), column("eventName")
-    sessions, regions, ips, agents = (
-        column("session_id"),
-        column("awsRegion"),
-        column("sourceIPAddress"),
-        column("userAgent"),
-    )
-    parameters, errors, accounts = (
-        column("requestParameters"),
-        column("errorCode"),
-        column("recipientAccountId"),
-    )
-    rule_objects = plan.rules
-    findings: list[Finding] = []
-    append = findings.append
-    last_row, last_parameters = -1, None
-    new = object.__new__
+    def per_rule(attribute: str) -> list[Any]:
+        return list(map([getattr(rule, attribute) for rule in plan.rules].__getitem__, rule_list))
+
     with _gc_paused():
-        for position, (row, index) in enumerate(zip(rows_list, rules_list, strict=True)):
-            if row != last_row:  # one event's findings are adjacent after the sort: parse its parameters once
-                document = _parse_document(parameters[position])
-                last_row, last_parameters = row, document if isinstance(document, dict) else None
-            rule = rule_objects[index]
-            finding = new(Finding)
-            # Finding is frozen; filling its __dict__ directly is what __init__ does, minus 14 object.__setattr__ calls.
-            finding.__dict__.update(
-                event_id=event_ids[position] or "",
-                event_time=times[position],
-                event_source=sources[position] or "",
-                event_name=names[position] or "",
-                rule_id=rule.rule_id,
-                title=rule.title,
-                severity=rule.severity,
-                session_id=sessions[position],
-                aws_region=regions[position],
-                source_ip=ips[position],
-                user_agent=agents[position],
-                request_parameters=last_parameters,
-                error_code=errors[position],
-                recipient_account_id=accounts[position],
+        return list(
+            map(
+                _finding_from_row,
+                column("eventID", "", ids),
+                _times(pc.take(times, order)),
+                column("eventSource", ""),
+                column("eventName", ""),
+                per_rule("rule_id"),
+                per_rule("title"),
+                per_rule("severity"),
+                column("session_id"),
+                column("awsRegion"),
+                column("sourceIPAddress"),
+                column("userAgent"),
+                column("requestParameters"),
+                column("errorCode"),
+                column("recipientAccountId"),
             )
-            append(finding)
-    return findings
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------------

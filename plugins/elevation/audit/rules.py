@@ -40,6 +40,7 @@ import json
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -171,7 +172,7 @@ class StringTest(ValueTest):
     cased: bool
     _regex: re.Pattern[str] | None = field(default=None, compare=False, repr=False)
 
-    @property
+    @cached_property
     def key(self) -> tuple[Any, ...]:  # type: ignore[override]
         return ("str", self.kind, self.pattern, self.cased)
 
@@ -243,7 +244,7 @@ class RegexTest(ValueTest):
     flags: int
     _regex: re.Pattern[str] = field(compare=False, repr=False)
 
-    @property
+    @cached_property
     def key(self) -> tuple[Any, ...]:  # type: ignore[override]
         return ("re", self.pattern, self.flags)
 
@@ -257,7 +258,7 @@ class CidrTest(ValueTest):
 
     network: ipaddress.IPv4Network | ipaddress.IPv6Network
 
-    @property
+    @cached_property
     def key(self) -> tuple[Any, ...]:  # type: ignore[override]
         return ("cidr", str(self.network))
 
@@ -287,7 +288,7 @@ class NumberTest(ValueTest):
     number: float
     op: str  # eq | lt | lte | gt | gte | neq
 
-    @property
+    @cached_property
     def key(self) -> tuple[Any, ...]:  # type: ignore[override]
         return ("num", self.op, self.number)
 
@@ -311,7 +312,7 @@ class BoolTest(ValueTest):
 
     value: bool
 
-    @property
+    @cached_property
     def key(self) -> tuple[Any, ...]:  # type: ignore[override]
         return ("bool", self.value)
 
@@ -327,7 +328,7 @@ class AnyOfTests(ValueTest):
 
     tests: tuple[ValueTest, ...]
 
-    @property
+    @cached_property
     def key(self) -> tuple[Any, ...]:  # type: ignore[override]
         return ("any", tuple(test.key for test in self.tests))
 
@@ -400,7 +401,7 @@ class FieldTest(Node):
     ref_path: tuple[str, ...] = ()
     ref_match: str = "equal"  # equal | prefix | suffix
 
-    @property
+    @cached_property
     def key(self) -> tuple[Any, ...]:
         return (self.path, self.mode, self.test.key if self.test else None, self.ref_path, self.ref_match)
 
@@ -420,6 +421,25 @@ class FieldTest(Node):
         if self.mode == "fieldref":
             return self._fieldref(self.values_of(event), resolve(event, self.ref_path))
         return self.judge(self.values_of(event))
+
+    def checker(self) -> Callable[[EventLike], bool]:
+        """:meth:`evaluate` as one closure, same verdicts in fewer calls (for evaluating many events)."""
+        if self.mode == "fieldref" or self.path == ("eventName",):
+            return self.evaluate
+        path = self.path
+        if self.mode == "value":
+            assert self.test is not None
+            matches = self.test.matches
+
+            def check(event: EventLike) -> bool:
+                for value in resolve(event, path):  # noqa: SIM110 (judge(), mode "value", without a generator)
+                    if value is not None and matches(value):
+                        return True
+                return False
+
+            return check
+        judge = self.judge
+        return lambda event: judge(resolve(event, path))
 
     def judge(self, values: Sequence[Any]) -> bool:
         """The verdict on the field's values alone (all modes but fieldref)."""
