@@ -55,6 +55,17 @@ def test_a_bad_row_ends_rejected_with_the_reason_on_the_row(values, reason, file
     assert request_row(good)["status"] == "pending"
 
 
+def test_the_management_account_is_forbidden_even_when_the_policy_does_not_name_it(
+    world, configure, file_request, request_row, make_runtime
+):
+    configure(management_account_id=None)
+    request_id = file_request(account_id=world.management_account_id)
+    run_intake(make_runtime())
+    row = request_row(request_id)
+    assert row["status"] == "rejected"
+    assert "is the organization's management account" in row["status_reason"]
+
+
 def test_duplicate_client_request_ids_reject_the_later_row(file_request, request_row, make_runtime):
     first = file_request(client_request_id="JIRA-42")
     second = file_request(client_request_id="JIRA-42")

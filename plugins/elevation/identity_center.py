@@ -161,7 +161,10 @@ class IdentityCenter:
     def _group_name(self, group_id: str) -> str:
         if group_id not in self._group_names:
             group = self._call(
-                "DescribeGroup", self.clients.identitystore, IdentityStoreId=self.identity_store_id, GroupId=group_id
+                "DescribeGroup",
+                self.clients.identitystore,
+                IdentityStoreId=self.identity_store_id,
+                GroupId=group_id,
             )
             self._group_names[group_id] = str(group["DisplayName"])
         return self._group_names[group_id]
@@ -210,6 +213,20 @@ class IdentityCenter:
 
     def permission_set(self, name: str) -> PermissionSet | None:
         return self.permission_sets.get(name)
+
+    @cached_property
+    def management_account_id(self) -> str | None:
+        """The organization's management account, forbidden even when the policy forgets to name it."""
+        try:
+            return str(
+                self._call("DescribeOrganization", self.clients.organizations)["Organization"][
+                    "MasterAccountId"
+                ]
+            )
+        except ClientError as error:
+            if error_code(error) in ("AccessDeniedException", "AWSOrganizationsNotInUseException"):
+                return None
+            raise
 
     def account_ous(self, account_id: str) -> list[str]:
         """The account's ancestors (OU ids, then the root id), nearest first. Empty when Organizations is not readable."""

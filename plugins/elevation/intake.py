@@ -89,6 +89,12 @@ def _directory_facts(runtime: Runtime, facts: RequestFacts) -> tuple[str | None,
     ic = runtime.identity_center
     person = policy.person(facts.requester)
     assert person is not None  # checked by the pure pass
+    if facts.account_id == ic.management_account_id:
+        return (
+            f"account {facts.account_id} is the organization's management account and can never be requested",
+            [],
+            [],
+        )
     user_id = ic.user_id(person.identity_center_user)
     if user_id is None:
         return (
