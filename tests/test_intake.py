@@ -153,3 +153,51 @@ def test_all_bad_rows_at_once_do_not_hold_up_a_good_one_or_crash_the_dag(
     assert all(request_row(request_id)["status"] == "rejected" for request_id in bad)
     assert request_row(good)["status"] == "active"
     assert world.has_assignment("dave", "media-prod", "AdministratorAccess")
+
+
+def test_a_cancel_waits_while_a_grant_holds_the_request_so_no_access_is_left_untracked(
+    engine, file_request, request_row, make_runtime
+):
+    from datetime import timedelta
+
+    request_id = file_request(requester="dave", account_id="media-prod", permission_set="AdministratorAccess")
+    run_intake(make_runtime())
+    assert request_row(request_id)["status"] == "approved"
+    now = datetime.now(UTC)
+    claimed = queue.claim(engine, statuses=[queue.Status.APPROVED], worker="grant-worker", now=now,
+                          lease=timedelta(minutes=15))
+    assert [row["id"] for row in claimed] == [request_id]
+    with engine.begin() as conn:
+        action_id = queue.insert_action(conn, request_id, "cancel", "dave")
+    run_intake(make_runtime())
+    with engine.connect() as conn:
+        assert queue.get_action(conn, action_id)["processed_at"] is None  # left for the next run
+    assert request_row(request_id)["status"] == "approved"
+    with engine.begin() as conn:
+        queue.release(conn, request_id, "grant-worker")
+    run_intake(make_runtime())
+    assert request_row(request_id)["status"] == "cancelled"
+
+
+def test_an_approver_named_on_a_pending_row_approves_nothing(file_request, request_row, make_runtime):
+    request_id = file_request(requester="dave", account_id="media-prod", permission_set="AdministratorAccess",
+                              approver="bob")  # status pending: auto-approved by the on-call rule
+    run_intake(make_runtime())
+    row = request_row(request_id)
+    assert (row["status"], row["decided_by"], row["approver"]) == ("approved", "policy:oncall-break-glass", None)
+
+
+def test_an_unreadable_insert_time_rejects_the_row_without_stopping_intake(engine, world, request_row, make_runtime):
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO elevation_request (requester, account_id, permission_set, duration_minutes, "
+                "justification, start_at, created_at) VALUES ('alice', :account, 'PowerUserAccess', 60, 'x', "
+                ":start, 'yesterday-ish')"
+            ),
+            {"account": world.accounts["media-stg"], "start": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")},
+        )
+        request_id = conn.execute(sa.text("SELECT max(id) FROM elevation_request")).scalar_one()
+    run_intake(make_runtime())
+    row = request_row(request_id)
+    assert row["status"] == "rejected" and "created_at 'yesterday-ish' is not a valid time" in row["status_reason"]

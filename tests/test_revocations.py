@@ -123,3 +123,46 @@ def test_each_run_leaves_a_heartbeat_an_outside_monitor_can_check(engine, make_r
         beat = conn.execute(sa.select(heartbeats)).mappings().one()
     assert beat["job"] == "elevation_revocations" and beat["outcome"] == "ok"
     assert beat["as_of"] == as_of
+
+
+def test_a_new_grant_waits_for_the_removal_of_the_same_assignment_then_gets_its_own(
+    world, file_request, request_row, make_runtime
+):
+    now = datetime.now(UTC)
+    first = file_request(requester="dave", account_id="media-prod", permission_set="AdministratorAccess",
+                         start_at=now, duration_minutes=60)
+    grant_at(make_runtime, now)
+    world.emulator.identity_center.fail_next_deletions(reason="transient failure")
+    run_revocations(make_runtime(as_of=now + minutes(60)))
+    assert request_row(first)["status"] == "ending"  # its removal is still under way
+    second = file_request(requester="dave", account_id="media-prod", permission_set="AdministratorAccess",
+                          start_at=now + minutes(60), duration_minutes=60)
+    summary = grant_at(make_runtime, now + minutes(60))
+    assert [request_id for request_id, _ in summary.deferred] == [second]
+    assert world.emulator.calls.count("CreateAccountAssignment") == 1  # nothing created that the removal could undo
+
+    run_revocations(make_runtime(as_of=now + minutes(61)))
+    assert request_row(first)["status"] == "ended"
+    assert not world.has_assignment("dave", "media-prod", "AdministratorAccess")
+    assert grant_at(make_runtime, now + minutes(62)).activated == [second]
+    assert world.has_assignment("dave", "media-prod", "AdministratorAccess")
+
+
+def test_a_due_session_waits_while_a_grant_of_the_same_assignment_is_in_flight(
+    world, engine, file_request, request_row, make_runtime
+):
+    now = datetime.now(UTC)
+    first = file_request(requester="dave", account_id="media-prod", permission_set="AdministratorAccess",
+                         start_at=now, duration_minutes=60)
+    grant_at(make_runtime, now)
+    second = file_request(requester="dave", account_id="media-prod", permission_set="AdministratorAccess",
+                          start_at=now + minutes(59), duration_minutes=60)
+    run_intake(make_runtime(as_of=now + minutes(59)))
+    with engine.begin() as conn:  # another worker's grant of the same assignment is mid-flight
+        copied = {key: value for key, value in dict(queue.session_for(conn, first)).items() if key != "id"}
+        queue.create_session(conn, **{**copied, "request_id": second, "creation_request_id": "in-flight",
+                                      "creation_status": "IN_PROGRESS", "granted_at": None})
+    run_revocations(make_runtime(as_of=now + minutes(60)))
+    row = request_row(first)
+    assert row["status"] == "ending" and "waiting for a grant of the same assignment" in row["status_reason"]
+    assert world.emulator.calls.count("DeleteAccountAssignment") == 0

@@ -216,6 +216,16 @@ def _start(
         return AssignmentStatus(creating[args], "IN_PROGRESS")
     with runtime.engine.connect() as conn:
         active = queue.sessions_with_status(conn, [Status.ACTIVE])
+        ending = queue.sessions_with_status(conn, [Status.ENDING])
+    if any(_same_assignment(other, session) and other["assignment_removed_at"] is None for other in ending):
+        # An earlier session's removal of this very assignment is under way; creating now could be undone by it.
+        return Outcome(
+            grant,
+            None,
+            False,
+            "waiting for an earlier session's removal of the same assignment",
+            retry_later=True,
+        )
     try:
         # Only when our own record says someone else holds the same assignment is a (paged) listing worth it;
         # otherwise create: Identity Center treats creating an existing assignment as a success, not a copy.
@@ -234,6 +244,11 @@ def _start(
     return status
 
 
+def _same_assignment(a: queue.Row, b: queue.Row) -> bool:
+    keys = ("account_id", "permission_set_arn", "principal_type", "principal_id")
+    return a["request_id"] != b["request_id"] and all(a[key] == b[key] for key in keys)
+
+
 def _record_creation(runtime: Runtime, request_id: int, status: AssignmentStatus) -> None:
     """Remember the creation request before waiting on it, so a crashed or re-run task resumes it."""
     with runtime.engine.begin() as conn:
@@ -244,12 +259,26 @@ def _record_creation(runtime: Runtime, request_id: int, status: AssignmentStatus
 
 def _settle(runtime: Runtime, outcome: Outcome[_Grant], summary: GrantSummary) -> None:
     row = outcome.item.row
-    at = runtime.latest()  # a replay ahead of the clock records the simulated moment; a late run, the real one
+    at = (
+        runtime.latest()
+    )  # a replay ahead of the clock records the simulated moment; a late run, the real one
     status = outcome.status.status if outcome.status else None
     if outcome.confirmed:
-        with runtime.engine.begin() as conn:
+        with runtime.engine.begin() as conn:  # the session and the request change together, or not at all
             queue.update_session(conn, row["id"], creation_status=status or "ALREADY_PRESENT", granted_at=at)
-        _move(runtime, row, Status.ACTIVE, "grant_confirmed", outcome.reason, granted_at=at)
+            queue.transition(
+                conn,
+                row["id"],
+                expected=row["status"],
+                target=Status.ACTIVE,
+                reason_code="grant_confirmed",
+                actor=runtime.actor,
+                at=runtime.now(),
+                reason=outcome.reason,
+                claimed_by=None,
+                claimed_until=None,
+                granted_at=at,
+            )
         summary.activated.append(row["id"])
         return
     reason = outcome.reason or "not confirmed"

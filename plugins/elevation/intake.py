@@ -36,8 +36,16 @@ class CheckUnavailable(RuntimeError):
     """Identity Center could not be asked; the request is left as it is and checked again on the next run."""
 
 
+class RequestBusy(RuntimeError):
+    """A grant or revocation holds the request right now; its actions wait for the next run."""
+
+
 def request_window(row: queue.Row) -> tuple[datetime, datetime] | str:
     """(start, end) of the request, or the problem with its times (start defaults to when it was inserted)."""
+    if isinstance(row["created_at"], UnreadableTime):
+        return (
+            f"created_at {row['created_at'].raw!r} is not a valid time (leave it to the database's default)"
+        )
     start = row["start_at"] if row["start_at"] is not None else row["created_at"]
     if isinstance(start, UnreadableTime):
         return f"start_at {start.raw!r} is not a valid time (use ISO 8601, UTC)"
@@ -176,6 +184,9 @@ def validate_new_requests(runtime: Runtime, summary: IntakeSummary) -> None:
         at = runtime.now()
         with runtime.engine.begin() as conn:
             bookkeeping = {"validated_at": at, "end_at": window[1], "start_at": window[0]}
+            if not inserted_approved and row["approver"]:
+                bookkeeping["approver"] = None  # naming an approver on a pending row approves nothing
+
             if inserted_approved:
                 queue.update_request(
                     conn, row["id"], decided_by=row["approver"], decided_at=at, **bookkeeping
@@ -233,6 +244,8 @@ def apply_actions(runtime: Runtime, summary: IntakeSummary) -> None:
         except CheckUnavailable as error:
             _warn(runtime, action["request_id"], str(error))
             continue
+        except (RequestBusy, queue.StaleRequest):
+            continue  # a grant or revocation is acting on it, or another intake moved it: next run decides
         with runtime.engine.begin() as conn:
             if outcome is None:
                 queue.finish_action(conn, action["id"], at=runtime.now(), outcome="applied", reason=None)
@@ -256,6 +269,9 @@ def _apply_action(runtime: Runtime, action: queue.Row) -> str | None:
         row = queue.get_request(conn, action["request_id"])
     if row is None:
         return f"there is no request {action['request_id']}"
+    if row["claimed_until"] is not None and row["claimed_until"] > runtime.now():
+        # Cancelling while AWS is creating the assignment would leave access nobody tracks: wait for the outcome.
+        raise RequestBusy(f"request {row['id']} is being worked on by {row['claimed_by']}")
     kind, actor_name = action["action"], action["actor"]
     try:
         target, reason_code = transition_for_action(row["status"], kind)

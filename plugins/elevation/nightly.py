@@ -50,10 +50,16 @@ def _session_rows(conn: sa.Connection) -> list[sa.RowMapping]:
     return list(conn.execute(query).mappings())
 
 
-def identity_of(row: sa.RowMapping) -> SessionIdentity:
-    """Who the session is in CloudTrail: each user of the grant (a group's members at grant time)."""
+def identity_of(row: sa.RowMapping, open_until: datetime | None = None) -> SessionIdentity:
+    """Who the session is in CloudTrail: each user of the grant (a group's members at grant time).
+
+    A session whose access is not confirmed removed yet (a revoke still failing) is treated as lasting at least
+    until `open_until`: its riskiest hours are exactly the ones after its planned end."""
     users = tuple(json.loads(row["group_members"])) if row["group_members"] else (row["principal_name"],)
     ended = row["assignment_removed_at"] or row["ended_at"]
+    planned_end = row["end_at"]
+    if ended is None and open_until is not None and row["status"] in ("active", "ending"):
+        planned_end = max(planned_end, open_until)
     return SessionIdentity(
         session_id=str(row["request_id"]),
         account_id=row["account_id"],
@@ -61,14 +67,14 @@ def identity_of(row: sa.RowMapping) -> SessionIdentity:
         user_names=users or (row["principal_name"],),
         granted_at=row["granted_at"],
         ended_at=ended,
-        planned_end=row["end_at"],
+        planned_end=planned_end,
         permission_set_session_duration=timedelta(seconds=row["permission_set_session_seconds"]),
     )
 
 
-def session_identities(runtime: Runtime) -> list[SessionIdentity]:
+def session_identities(runtime: Runtime, open_until: datetime | None = None) -> list[SessionIdentity]:
     with runtime.engine.connect() as conn:
-        return [identity_of(row) for row in _session_rows(conn)]
+        return [identity_of(row, open_until) for row in _session_rows(conn)]
 
 
 # --- extract ------------------------------------------------------------------------------------------------
@@ -104,7 +110,7 @@ def plan_lake_statements(runtime: Runtime, night: date) -> list[str]:
         return []
     start, end = night_window(night, settings.timezone)
     assert settings.lake_event_data_store_arn is not None
-    return plan_lake_queries(session_identities(runtime), start, end, settings.lake_event_data_store_arn,
+    return plan_lake_queries(session_identities(runtime, end), start, end, settings.lake_event_data_store_arn,
                              delivery_margin=settings.delivery_margin)
 
 
@@ -129,7 +135,7 @@ def run_extract(runtime: Runtime, night: date, ready_queries: dict[str, tuple[st
         source = S3TrailSource(client, settings.s3_bucket, prefix=settings.s3_prefix, org_id=settings.s3_org_id,
                                regions=settings.regions, extra_accounts=settings.extra_accounts)
     output, filesystem = _output(settings.output_location)
-    summary = extract_night(session_identities(runtime), source, start, end, output, timezone=settings.timezone,
+    summary = extract_night(session_identities(runtime, end), source, start, end, output, timezone=settings.timezone,
                             delivery_margin=settings.delivery_margin, filesystem=filesystem)
     for warning in summary.warnings:
         log.warning("skipped: %s", warning)
@@ -197,7 +203,7 @@ def run_audit(runtime: Runtime, night: date) -> AuditSummary:
     start, end = night_window(night, extract.timezone)
     with runtime.engine.connect() as conn:
         rows = {str(row["request_id"]): row for row in _session_rows(conn)}
-    tonight = sessions_for_night([identity_of(row) for row in rows.values()], start, end)
+    tonight = sessions_for_night([identity_of(row, end) for row in rows.values()], start, end)
     rules = load_rules(audit.rule_folders, include_pack=audit.include_pack, disabled=audit.disabled_rules)
     summary = AuditSummary(night=night.isoformat(),
                            unsupported_rules=[f"{rule.path}: {rule.reason}" for rule in rules.unsupported])
@@ -222,7 +228,7 @@ def run_audit(runtime: Runtime, night: date) -> AuditSummary:
             account_id=row["account_id"],
             account_name=names.get(row["account_id"]),
             permission_set=row["permission_set_name"],
-            approver=row["approver"] or row["decided_by"],
+            approver=row["decided_by"],
             justification=row["justification"],
             ticket=row["ticket"],
             granted_at=identity.granted_at,

@@ -22,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-ACCOUNT_ID = re.compile(r"^\d{12}$")
+ACCOUNT_ID = re.compile(r"\d{12}")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*$", re.IGNORECASE)
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -41,7 +41,7 @@ Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
 def _account_id(value: Any) -> str:
     text = str(value)
-    if not ACCOUNT_ID.match(text):
+    if not ACCOUNT_ID.fullmatch(text):
         raise ValueError(f"{value!r} is not an AWS account id (12 digits, quoted in YAML)")
     return text
 
@@ -290,7 +290,7 @@ def basic_problem(policy: Policy, facts: RequestFacts, now: datetime) -> str | N
         return too_long
     if policy.person(facts.requester) is None:
         return f"requester {facts.requester!r} is not a known person in the policy"
-    if not ACCOUNT_ID.match(facts.account_id or ""):
+    if not ACCOUNT_ID.fullmatch(facts.account_id or ""):
         return f"account id {facts.account_id!r} is not 12 digits"
     if facts.account_id in policy.never_requestable:
         return f"account {facts.account_id} can never be requested"

@@ -113,11 +113,19 @@ def _start(runtime: Runtime, row: queue.Row) -> AssignmentStatus | Outcome[queue
     with runtime.engine.connect() as conn:
         session = queue.session_for(conn, row["id"])
         active = queue.sessions_with_status(conn, [Status.ACTIVE])
+        granting = queue.sessions_with_status(conn, [Status.APPROVED, Status.SCHEDULED])
     if session is None:
         return Outcome(row, None, True, "no assignment was ever made for it")
     needs = other_needs(session, active, runtime.policy)
     if needs:
         return Outcome(row, None, True, "kept: " + "; ".join(needs))
+    creating = [o for o in granting if o["creation_request_id"] and o["creation_status"] != "FAILED"]
+    if any(o["request_id"] != row["id"] and other_needs(session, [o], runtime.policy) for o in creating):
+        # Another request for the same assignment is being granted right now: removing it could undo that grant,
+        # keeping it could orphan it if that grant fails. Decide on the next run, once that grant has settled.
+        return Outcome(
+            row, None, False, "waiting for a grant of the same assignment to settle", retry_later=True
+        )
     if session["deletion_request_id"] and session["deletion_status"] not in ("FAILED", "SUCCEEDED"):
         return AssignmentStatus(session["deletion_request_id"], "IN_PROGRESS")  # resume the earlier attempt
     try:
@@ -158,6 +166,11 @@ def _gone_after_all(runtime: Runtime, row: queue.Row) -> bool:
 
 def _settle(runtime: Runtime, outcome: Outcome[queue.Row], summary: RevocationSummary) -> None:
     row = outcome.item
+    if outcome.retry_later:
+        with runtime.engine.begin() as conn:
+            queue.release(conn, row["id"], runtime.worker)
+            queue.update_request(conn, row["id"], status_reason=outcome.reason, updated_at=runtime.now())
+        return
     failed = outcome.status is not None and outcome.status.failed
     if not outcome.confirmed and failed and _gone_after_all(runtime, row):
         outcome = Outcome(row, outcome.status, True, f"the assignment was already gone ({outcome.reason})")
