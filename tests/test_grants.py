@@ -41,7 +41,7 @@ def test_a_creation_that_aws_reports_failed_marks_the_request_failed_with_the_re
 
 
 def test_a_creation_still_in_progress_past_the_bound_is_failed_not_active(
-    world, configure, file_request, request_row, grant_now
+    world, configure, file_request, request_row, grant_now, make_runtime
 ):
     configure(grants={"status_poll_initial": "0.05s", "status_poll_max": "0.1s", "status_wait_bound": "0.6s"})
     world.emulator.identity_center.hold_creations(polls=None)
@@ -50,8 +50,16 @@ def test_a_creation_still_in_progress_past_the_bound_is_failed_not_active(
     row = request_row(request_id)
     assert row["status"] == "failed"
     assert "not confirmed within" in row["status_reason"] and "IN_PROGRESS" in row["status_reason"]
-    # The creation may still complete later: the system asked for its removal rather than leave stray access.
+    # The creation may still complete later: the next revocations run removes it rather than leave stray access.
+    world.emulator.identity_center.hold_creations(polls=0)
+    from elevation.revocations import run_revocations
+    from elevation.store import queue
+
+    run_revocations(make_runtime())
     assert world.emulator.calls.count("DeleteAccountAssignment") == 1
+    assert not world.has_assignment("dave", "media-prod", "AdministratorAccess")
+    with make_runtime().engine.connect() as conn:
+        assert queue.session_for(conn, request_id)["assignment_removed_at"] is not None
 
 
 def test_a_status_answer_without_a_status_never_counts_as_confirmed(
@@ -150,3 +158,22 @@ def test_a_group_grant_records_the_members_for_the_audit(world, engine, file_req
     assert session["principal_type"] == "GROUP" and session["principal_name"] == "platform"
     assert __import__("json").loads(session["group_members"]) == ["bob", "carol"]
     assert ("GROUP", world.groups["platform"]) in world.assignments("media-prod", "PowerUserAccess")
+
+
+def test_an_unconfirmed_grant_that_cannot_be_cleaned_up_fails_the_revocations_run_once_overdue(
+    world, configure, file_request, request_row, grant_now, make_runtime
+):
+    from conftest import minutes
+    from elevation.revocations import RevocationOverdue, run_revocations
+
+    configure(grants={"status_poll_initial": "0.05s", "status_poll_max": "0.1s", "status_wait_bound": "0.6s"})
+    world.emulator.identity_center.hold_creations(polls=None)
+    request_id = oncall_request(file_request)
+    grant_now()
+    assert request_row(request_id)["status"] == "failed"
+    world.emulator.identity_center.hold_creations(polls=0)
+    world.emulator.identity_center.fail_next_deletions(reason="still busy", times=5)
+    summary = run_revocations(make_runtime())
+    assert summary.failing and summary.failing[0][0] == request_id
+    with pytest.raises(RevocationOverdue, match=str(request_id)):
+        run_revocations(make_runtime(as_of=datetime.now(UTC) + minutes(11)))

@@ -291,32 +291,5 @@ def _settle(runtime: Runtime, outcome: Outcome[_Grant], summary: GrantSummary) -
     _move(runtime, row, Status.FAILED, "grant_not_confirmed", reason)
     summary.failed.append((row["id"], reason))
     log.error("request %s: grant not confirmed: %s", row["id"], reason)
-    if status != "FAILED":
-        _clean_up_unconfirmed(runtime, outcome.item)
-
-
-def _clean_up_unconfirmed(runtime: Runtime, grant: _Grant) -> None:
-    """A creation still IN_PROGRESS when we gave up may succeed later: ask for its deletion unless someone needs it."""
-    with runtime.engine.connect() as conn:
-        session = queue.session_for(conn, grant.row["id"])
-        active = queue.sessions_with_status(conn, [Status.ACTIVE])
-    assert session is not None
-    if other_needs(session, active, runtime.policy):
-        return
-    ic = runtime.identity_center
-    try:
-        status = ic.start_deletion(
-            grant.account_id, grant.permission_set_arn, grant.principal_type, grant.principal_id
-        )
-        detail = {"deletion_request_id": status.request_id, "status": status.status}
-    except (ClientError, BotoCoreError) as error:
-        detail = {"error": str(error)}
-    with runtime.engine.begin() as conn:
-        queue.record_event(
-            conn,
-            at=runtime.now(),
-            kind="cleanup",
-            actor=runtime.actor,
-            request_id=grant.row["id"],
-            detail={"why": "unconfirmed creation may still complete", **detail},
-        )
+    # A creation AWS never confirmed either way may still complete: elevation_revocations removes it (and
+    # fails loudly if it cannot), so no access appears that nothing tracks.

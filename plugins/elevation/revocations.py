@@ -63,6 +63,7 @@ def run_revocations(runtime: Runtime) -> RevocationSummary:
             on_outcome=lambda outcome: _settle(runtime, outcome, summary),
             sleep=runtime.sleep,
         )
+        _remove_unconfirmed_grants(runtime, settings, summary)
     except Exception as error:
         _beat(runtime, "error", {"error": str(error)[:500]})
         raise
@@ -152,16 +153,19 @@ def _assignment_of(session: queue.Row) -> tuple[str, str, str, str]:
     )
 
 
-def _gone_after_all(runtime: Runtime, row: queue.Row) -> bool:
+def _gone_after_all(runtime: Runtime, session: queue.Row | None) -> bool:
     """A deletion AWS reports FAILED may have failed because the assignment is already gone: look, once."""
-    with runtime.engine.connect() as conn:
-        session = queue.session_for(conn, row["id"])
     if session is None:
         return False
     try:
         return not runtime.identity_center.assignment_exists(*_assignment_of(session))
     except (ClientError, BotoCoreError):
         return False
+
+
+def _session_of(runtime: Runtime, request_id: int) -> queue.Row | None:
+    with runtime.engine.connect() as conn:
+        return queue.session_for(conn, request_id)
 
 
 def _settle(runtime: Runtime, outcome: Outcome[queue.Row], summary: RevocationSummary) -> None:
@@ -172,7 +176,7 @@ def _settle(runtime: Runtime, outcome: Outcome[queue.Row], summary: RevocationSu
             queue.update_request(conn, row["id"], status_reason=outcome.reason, updated_at=runtime.now())
         return
     failed = outcome.status is not None and outcome.status.failed
-    if not outcome.confirmed and failed and _gone_after_all(runtime, row):
+    if not outcome.confirmed and failed and _gone_after_all(runtime, _session_of(runtime, row["id"])):
         outcome = Outcome(row, outcome.status, True, f"the assignment was already gone ({outcome.reason})")
     at = runtime.latest()  # as for grants: when access really ended, or the simulated moment of a replay
     early = row["revoke_requested_at"] is not None
@@ -232,6 +236,80 @@ def _settle(runtime: Runtime, outcome: Outcome[queue.Row], summary: RevocationSu
     log.error("request %s: %s", row["id"], reason)
 
 
+def _unconfirmed_grants(runtime: Runtime) -> list[queue.Row]:
+    """Sessions of failed grants whose creation AWS never reported FAILED: it may have completed after we gave up."""
+    with runtime.engine.connect() as conn:
+        failed = queue.sessions_with_status(conn, [Status.FAILED])
+    return [
+        session
+        for session in failed
+        if session["creation_request_id"]
+        and session["creation_status"] != "FAILED"
+        and session["assignment_removed_at"] is None
+        and not session["kept_because"]
+    ]
+
+
+def _remove_unconfirmed_grants(runtime: Runtime, settings: PollSettings, summary: RevocationSummary) -> None:
+    """Remove what a failed (unconfirmed) grant may have left, unless something else needs that assignment."""
+    with runtime.engine.connect() as conn:
+        active = queue.sessions_with_status(conn, [Status.ACTIVE])
+
+    def start(session: queue.Row) -> AssignmentStatus | Outcome[queue.Row]:
+        needs = other_needs(session, active, runtime.policy)
+        if needs:
+            return Outcome(session, None, True, "kept: " + "; ".join(needs))
+        try:
+            status = runtime.identity_center.start_deletion(*_assignment_of(session))
+        except ClientError as error:
+            if error_code(error) == "ResourceNotFoundException":
+                return Outcome(session, None, True, "it was never created")
+            return Outcome(session, None, False, f"DeleteAccountAssignment failed: {error}")
+        except BotoCoreError as error:
+            return Outcome(session, None, False, f"DeleteAccountAssignment failed: {error}")
+        return status
+
+    def settle(outcome: Outcome[queue.Row]) -> None:
+        session = outcome.item
+        if not outcome.confirmed and outcome.status is not None and outcome.status.failed:
+            still_there = not _gone_after_all(runtime, session)
+            outcome = (
+                outcome if still_there else Outcome(session, outcome.status, True, "it was already gone")
+            )
+        with runtime.engine.begin() as conn:
+            if outcome.confirmed and (outcome.reason or "").startswith("kept: "):
+                queue.update_session(conn, session["request_id"], kept_because=outcome.reason)
+            elif outcome.confirmed:
+                queue.update_session(
+                    conn,
+                    session["request_id"],
+                    assignment_removed_at=runtime.latest(),
+                    deletion_status=outcome.status.status if outcome.status else "ABSENT",
+                )
+            else:
+                queue.update_session(conn, session["request_id"], last_error=outcome.reason)
+                summary.failing.append(
+                    (session["request_id"], f"cleanup of an unconfirmed grant: {outcome.reason}")
+                )
+            queue.record_event(
+                conn,
+                at=runtime.now(),
+                kind="cleanup",
+                actor=runtime.actor,
+                request_id=session["request_id"],
+                detail={"removed": outcome.confirmed, "reason": outcome.reason},
+            )
+
+    confirm_all(
+        _unconfirmed_grants(runtime),
+        start=start,
+        describe=runtime.identity_center.deletion_status,
+        settings=settings,
+        on_outcome=settle,
+        sleep=runtime.sleep,
+    )
+
+
 def _overdue(runtime: Runtime) -> list[int]:
     """Requests whose access should be gone by more than the margin but is not (or not confirmed to be)."""
     margin = runtime.policy.revocation.overdue_margin
@@ -245,4 +323,11 @@ def _overdue(runtime: Runtime) -> list[int]:
             due = row["revoke_requested_at"]
         if due is not None and due + margin <= latest:
             overdue.append(row["id"])
+    for session in _unconfirmed_grants(
+        runtime
+    ):  # possible access from a grant we gave up on, not yet removed
+        with runtime.engine.connect() as conn:
+            request = queue.get_request(conn, session["request_id"])
+        if request is not None and (request["updated_at"] or latest) + margin <= latest:
+            overdue.append(session["request_id"])
     return overdue
