@@ -123,9 +123,12 @@ def _directory_facts(runtime: Runtime, facts: RequestFacts) -> tuple[str | None,
 def run_intake(runtime: Runtime) -> IntakeSummary:
     """One pass: actions first (an approval may arrive with the row), then new rows, then expiry."""
     summary = IntakeSummary()
-    apply_actions(runtime, summary)
-    validate_new_requests(runtime, summary)
-    expire_undecided(runtime, summary)
+    for step in (apply_actions, validate_new_requests, expire_undecided):
+        try:
+            step(runtime, summary)
+        except queue.StaleRequest as error:
+            # Another intake (a form run, say) moved a row first; the rest of this step waits for the next run.
+            log.info("%s: %s", step.__name__, error)
     return summary
 
 
