@@ -19,6 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from elevation.cloudtrail.sessions import SessionIdentity
+from elevation.extract.night import ExtractSummary
 from elevation.runtime import Runtime
 from elevation.store import queue
 from elevation.store.tables import audits, requests, sessions
@@ -114,7 +115,9 @@ def plan_lake_statements(runtime: Runtime, night: date) -> list[str]:
                              delivery_margin=settings.delivery_margin)
 
 
-def run_extract(runtime: Runtime, night: date, ready_queries: dict[str, tuple[str, int]] | None = None):  # noqa: ANN201
+def run_extract(
+    runtime: Runtime, night: date, ready_queries: dict[str, tuple[str, int]] | None = None
+) -> ExtractSummary:
     """Extract one night into the configured location; returns the ExtractSummary."""
     from elevation.extract.night import extract_night
     from elevation.extract.nights import night_window

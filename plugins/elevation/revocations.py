@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -81,7 +82,7 @@ def run_revocations(runtime: Runtime) -> RevocationSummary:
     return summary
 
 
-def _lease(runtime: Runtime):  # noqa: ANN202 - timedelta
+def _lease(runtime: Runtime) -> timedelta:
     return runtime.policy.grants.status_wait_bound * 2
 
 

@@ -18,6 +18,7 @@ from sqlalchemy.engine import Engine
 
 from elevation.config import ElevationConfig, load_config
 from elevation.identity_center import IdentityCenter
+from elevation.policy import Policy
 from elevation.store import queue
 from elevation.store.database import create_engine_for_url, url_from_airflow_connection
 from elevation.store.migrations import upgrade
@@ -39,7 +40,7 @@ class Runtime:
     worker: str = field(default_factory=lambda: f"worker-{time.monotonic_ns()}")
 
     @property
-    def policy(self):  # noqa: ANN201 - Policy, kept short
+    def policy(self) -> Policy:
         return self.config.policy
 
     @cached_property
