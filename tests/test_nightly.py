@@ -10,23 +10,18 @@ import pytest
 import sqlalchemy as sa
 
 from elevation.devkit.activity import HOSTILE_AGENT, write_activity
+from elevation.devkit.world import TRAIL_BUCKET, nightly_sections
 from elevation.grants import run_grants
 from elevation.intake import run_intake
 from elevation.nightly import night_to_process, session_identities
 from elevation.revocations import run_revocations
 from elevation.store.tables import audits
 
-BUCKET = "org-trail-logs"
-
 
 @pytest.fixture
 def simulated_day(world, configure, tmp_path, file_request, make_runtime):
     """Yesterday, lived through the lifecycle with a simulated clock, and its CloudTrail activity in S3."""
-    configure({
-        "extract": {"source": "s3", "s3_bucket": BUCKET, "s3_conn_id": "aws_default",
-                    "output_location": str(tmp_path / "cloudtrail")},
-        "audit": {"reports_location": str(tmp_path / "reports")},
-    })
+    configure(nightly_sections(tmp_path))
     day = (datetime.now(UTC) - timedelta(days=1)).date()
     at = lambda hour, minute=0: datetime.combine(day, time(0), tzinfo=UTC) + timedelta(hours=hour, minutes=minute)  # noqa: E731
     ids = {
@@ -46,7 +41,7 @@ def simulated_day(world, configure, tmp_path, file_request, make_runtime):
     runtime = make_runtime(as_of=at(25), clock=lambda: at(25))
     sessions = session_identities(runtime)
     assert sorted(s.session_id for s in sessions) == sorted(str(i) for i in ids.values())
-    counts = write_activity(world.emulator.client("s3"), BUCKET, sessions)
+    counts = write_activity(world.emulator.client("s3"), TRAIL_BUCKET, sessions)
     return day, ids, counts, tmp_path, sessions
 
 
@@ -133,7 +128,7 @@ def test_reports_can_be_published_to_s3_with_their_layout(simulated_day, world, 
     s3 = world.emulator.client("s3")
     s3.create_bucket(Bucket="security-reports")
     configure({
-        "extract": {"source": "s3", "s3_bucket": BUCKET, "s3_conn_id": "aws_default",
+        "extract": {"source": "s3", "s3_bucket": TRAIL_BUCKET, "s3_conn_id": "aws_default",
                     "output_location": str(folder / "cloudtrail")},
         "audit": {"reports_location": "s3://security-reports/elevation", "base_url": "https://audit.example.com/elevation"},
     })

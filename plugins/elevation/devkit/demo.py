@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any, TextIO
 
 REPO = Path(__file__).resolve().parents[3]
-TRAIL_BUCKET = "org-trail-logs"
 
 
 @dataclass(frozen=True)
@@ -137,7 +136,7 @@ def main() -> int:
         subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, stdout=log, stderr=log)
 
     from elevation.devkit.emulator import AwsEmulator
-    from elevation.devkit.world import build_world, write_config
+    from elevation.devkit.world import build_world, nightly_sections, write_config
     from elevation.store import queue
     from elevation.store.database import create_engine_for_url
     from elevation.store.migrations import upgrade
@@ -148,9 +147,7 @@ def main() -> int:
     config_path = write_config(
         world,
         workdir / "elevation.yaml",
-        extract={"source": "s3", "s3_bucket": TRAIL_BUCKET, "s3_conn_id": "aws_default",
-                 "output_location": str(workdir / "cloudtrail")},
-        audit={"reports_location": str(workdir / "reports")},
+        **nightly_sections(workdir),
     )
     queue_path = workdir / "queue.db"
     os.environ.update(
@@ -243,6 +240,7 @@ def _nights(say: Any, bag: Any, emulator: Any, day: datetime, log: TextIO) -> No
     """The sessions leave CloudTrail activity in the trail bucket; the nightly extract and audit run on it."""
     from elevation.config import load_config
     from elevation.devkit.activity import write_activity
+    from elevation.devkit.world import TRAIL_BUCKET
     from elevation.nightly import session_identities
     from elevation.runtime import Runtime, identity_center_from_airflow
     from elevation.store.database import create_engine_for_url, url_from_airflow_connection

@@ -14,9 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-from elevation.devkit.demo import REPO, TRAIL_BUCKET, airflow_environment
+from elevation.devkit.demo import REPO, airflow_environment
 from elevation.devkit.emulator import AwsEmulator
-from elevation.devkit.world import build_world, write_config
+from elevation.devkit.world import TRAIL_BUCKET, build_world, nightly_sections, write_config
 from elevation.store.database import create_engine_for_url
 from elevation.store.migrations import upgrade
 
@@ -34,9 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     config = write_config(
         world,
         folder / "elevation.yaml",
-        extract={"source": "s3", "s3_bucket": TRAIL_BUCKET, "s3_conn_id": "aws_default",
-                 "output_location": str(folder / "cloudtrail")},
-        audit={"reports_location": str(folder / "reports")},
+        **nightly_sections(folder),
     )
     queue_path = folder / "queue.db"
     queue_path.unlink(missing_ok=True)

@@ -209,6 +209,19 @@ def policy_document(world: World, **overrides: Any) -> dict[str, Any]:
     return policy
 
 
+#: The trail bucket of the emulated organization (the demo writes its sessions' activity there).
+TRAIL_BUCKET = "org-trail-logs"
+
+
+def nightly_sections(folder: Path) -> dict[str, Any]:
+    """`extract` and `audit` sections that read the emulator's trail bucket and write under `folder`."""
+    return {
+        "extract": {"source": "s3", "s3_bucket": TRAIL_BUCKET, "s3_conn_id": "aws_default",
+                    "output_location": str(folder / "cloudtrail")},
+        "audit": {"reports_location": str(folder / "reports")},
+    }
+
+
 def write_config(world: World, path: Path, **sections: Any) -> Path:
     """Write a configuration file for this world; `sections` replace or add top-level sections."""
     document: dict[str, Any] = {
