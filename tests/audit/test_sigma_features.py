@@ -6,6 +6,8 @@ Every verdict is checked twice, on the nested record (evaluate_records) and on t
 
 from __future__ import annotations
 
+import json
+import re
 import textwrap
 import uuid
 from typing import Any
@@ -14,6 +16,7 @@ import pyarrow as pa
 import pytest
 
 from elevation.audit import RuleSet, load_rules_from_yaml
+from elevation.audit.rules import searchable
 from elevation.cloudtrail.schema import EVENT_SCHEMA, record_to_row
 
 
@@ -154,6 +157,36 @@ def test_regular_expressions_search_and_honour_the_i_flag() -> None:
         "selection:\n    userIdentity.arn|re|i: ':assumed-role/aws:.+'\ncondition: selection"
     )
     assert matches(ignoring_case, event(userIdentity={"arn": "arn:aws:sts::1:assumed-role/AWS:ec2/i-1"}))
+
+
+def test_regular_expressions_reach_into_nested_documents_and_json_strings() -> None:
+    ruleset = rules(
+        "selection:\n    requestParameters.policy|re: '\"Principal\"\\s*:\\s*\"\\*\"'\ncondition: selection"
+    )
+    public = {"Statement": [{"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject"}]}
+    private = {"Statement": [{"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::1:root"}}]}
+    assert matches(ruleset, event(requestParameters={"policy": public}))
+    assert matches(ruleset, event(requestParameters={"policy": json.dumps(public)}))  # a policy sent as text
+    assert not matches(ruleset, event(requestParameters={"policy": private}))
+    assert not matches(ruleset, event(requestParameters={"policy": "Principal"}))
+    assert not matches(ruleset, event(requestParameters={"other": public}))
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [".+:assumed-role/aws:.+", ".*admin", ".+", ".*", ".+x|^y", ".+?z", ".*+q", ".{2}ab", "a.+", r"\.+b"],
+)
+def test_a_leading_dot_star_is_dropped_only_where_search_finds_the_same_texts(pattern: str) -> None:
+    texts = ["", "x", "ab", "zab", "\nx", "y", "yx", "q", "admin", "\nadmin", "..b", "a\nb", "z",
+             "arn:aws:sts::1:assumed-role/aws:ec2/i-1", ":assumed-role/aws:ec2", "arn:aws:sts::1:assumed-role/aws:"]
+    for flags in (0, re.DOTALL, re.IGNORECASE):
+        rewritten = searchable(pattern, flags)
+        for text in texts:
+            expected = re.search(pattern, text, flags) is not None
+            assert (re.search(rewritten, text, flags) is not None) == expected, (pattern, rewritten, text, flags)
+    assert searchable(".+:assumed-role/aws:.+") == ".:assumed-role/aws:.+"
+    assert searchable(".*admin") == "admin"
+    assert searchable(".+?z") == ".+?z"  # lazy: left as written
 
 
 def test_cidr_modifier_for_ipv4_and_ipv6() -> None:

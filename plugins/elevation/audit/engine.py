@@ -21,10 +21,13 @@ from __future__ import annotations
 import gc
 import json
 import re
+import re._constants as _regex_constants
+import re._parser as _regex_parser
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from importlib import resources as importlib_resources
 from itertools import repeat
 from pathlib import Path
@@ -45,12 +48,14 @@ from elevation.audit.rules import (
     LoadResult,
     Node,
     Not,
+    RegexTest,
     StringTest,
     UnsupportedRule,
     ValueTest,
     compile_folder,
     compile_yaml,
     normalize_event_name,
+    resolve,
 )
 from elevation.cloudtrail.schema import (
     BOOL_FIELDS,
@@ -577,6 +582,32 @@ def _encode(data: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, list[Any]]:
 _SMALL_DICTIONARY = 64
 
 
+@lru_cache(maxsize=1024)
+def _required_text(pattern: str, flags: int) -> str | None:
+    """The longest safe text (see _SAFE_TEXT) every match of a case-sensitive regex contains: the literals it
+    starts its top level with, in a row. Any text the regex is found in contains it, and so does the JSON text of
+    the document that text comes from (safe characters are never escaped), so it narrows like a string needle."""
+    if flags & re.IGNORECASE:
+        return None  # case folding makes "contains this text" a weaker promise than a needle needs
+    try:
+        parsed = _regex_parser.parse(pattern, flags)
+    except (re.error, RecursionError):
+        return None
+    if parsed.state.flags & (re.IGNORECASE | re.VERBOSE):  # inline (?i) or (?x)
+        return None
+    runs, run = [], []
+    for op, argument in parsed:
+        if op is _regex_constants.LITERAL:
+            run.append(chr(argument))
+        else:
+            runs.append("".join(run))
+            run = []
+    runs.append("".join(run))
+    pieces = [piece for text in runs for piece in _SAFE_TEXT.findall(text)]
+    best = max(pieces, key=len, default="")
+    return best if len(best) >= 3 else None
+
+
 class _Frame:
     """Some rows of the table (all, or the candidates of a pass), columns taken and dictionary-encoded on first use.
 
@@ -594,6 +625,13 @@ class _Frame:
         self._encoded: dict[str, tuple[pa.Array, list[Any]]] = {}
         self._leaves: dict[tuple[Any, ...], tuple[Mask, Mask] | None] = {}
         self._needles: dict[tuple[str, tuple[str, bool] | None], pa.BooleanArray] = {}
+        self.with_json_frame: _Frame | None = None
+
+    def json_view(self) -> _Frame:
+        """These rows for a second look that searches the JSON text too; shared by the rules that look at them."""
+        if self.with_json_frame is None:
+            self.with_json_frame = _Frame(self.table, self.row_ids, with_json=True)
+        return self.with_json_frame
 
     def column(self, name: str) -> pa.ChunkedArray | pa.Array:
         if name not in self._columns:
@@ -622,11 +660,19 @@ class _Frame:
             self._leaves[key] = self._typed_leaf(test) or (self._json_leaf(test) if self.with_json else None)
         return self._leaves[key]
 
+    def typed_verdict(self, test: FieldTest) -> Mask | None:
+        """The exact verdict of a test on a typed column on every row, or None for a test typed columns cannot decide."""
+        return self.leaf(test)[0] if self._is_typed(test) else None
+
+    def _is_typed(self, test: FieldTest) -> bool:
+        column = TYPED_COLUMNS.get(test.path)
+        return column is not None and column in self.names and test.mode != "fieldref"
+
     def _typed_leaf(self, test: FieldTest) -> tuple[Mask, Mask] | None:
         """Exact, from a typed column: the test is decided once per distinct value and broadcast with `take`."""
-        column = TYPED_COLUMNS.get(test.path)
-        if column is None or column not in self.names or test.mode == "fieldref":
+        if not self._is_typed(test):
             return None
+        column = TYPED_COLUMNS[test.path]
         indices, values = self.encoded(column)
         if column in self.table.shared:
             lookup = self.table.verdicts(test, column)
@@ -658,6 +704,8 @@ class _Frame:
             and _SAFE_TEXT.fullmatch(value.pattern)
         ):
             needles.append((value.pattern, not value.cased))
+        elif isinstance(value, RegexTest) and (literal := _required_text(value.pattern, value.flags)):
+            needles.append((literal, False))
         maybe: Mask = True
         for needle in needles or [None]:
             maybe = _and(maybe, self._found(column, needle))
@@ -743,7 +791,7 @@ class _Columns:
 class RowView:
     """A row of EVENT_SCHEMA seen as a CloudTrail record, parsing a nested document only when a rule asks for it."""
 
-    __slots__ = ("columns", "position", "_parsed")
+    __slots__ = ("columns", "position", "_parsed", "_resolved")
 
     _TYPED = frozenset((*STRING_FIELDS, *BOOL_FIELDS))
     _JSON = frozenset(JSON_FIELDS)
@@ -752,6 +800,14 @@ class RowView:
         self.columns = columns
         self.position = position
         self._parsed: dict[str, Any] = {}
+        self._resolved: dict[tuple[str, ...], list[Any]] = {}
+
+    def values_at(self, path: tuple[str, ...]) -> list[Any]:
+        """:func:`resolve` on this row, remembered (a rule's list of 22 ports is 22 tests of one path)."""
+        values = self._resolved.get(path)
+        if values is None:
+            values = self._resolved[path] = resolve(self, path)
+        return values
 
     def typed(self, column: str) -> Any:
         """The value of a column of the row as the table stores it (None when absent)."""
@@ -761,7 +817,7 @@ class RowView:
     def _json(self, column: str) -> Any:
         if column not in self._parsed:
             text = self.typed(column)
-            self._parsed[column] = json.loads(text) if text else None
+            self._parsed[column] = _parse_document(text)
         return self._parsed[column]
 
     def get(self, key: str, default: Any = None) -> Any:
@@ -780,27 +836,72 @@ class RowView:
         return row_to_record({name: self.typed(name) for name in self.columns.names()})
 
 
-class _Decider:
-    """Evaluates predicates on RowViews as `Node.evaluate` does, each compiled once per evaluation into closures;
-    tests on typed columns are judged once per distinct value (rows left to Python mostly differ in their
-    documents, not in their eventName)."""
+def _residuals(frame: _Frame, predicate: Node, mask: Mask) -> Iterator[tuple[int, Node | bool]]:
+    """(row, residual) for the rows of `frame` where `mask` holds: the residual is the predicate with each test on a
+    typed column replaced by its verdict on that row (known from the vectorised pass), so Python is left to judge
+    what only the documents can decide. Rows with the same verdicts share one residual."""
+    if mask is False:
+        return
+    rows = frame.rows(mask).to_pylist()
+    if not rows:
+        return
+    known: dict[tuple[Any, ...], bool] = {}
+    varying: list[tuple[tuple[Any, ...], list[bool]]] = []
+    for test in predicate.fields():
+        verdict = frame.typed_verdict(test)
+        if verdict is None or test.key in known or any(key == test.key for key, _ in varying):
+            continue
+        if isinstance(verdict, bool):
+            known[test.key] = verdict
+        else:
+            varying.append((test.key, (verdict if mask is True else pc.filter(verdict, mask)).to_pylist()))
+    keys = [key for key, _ in varying]
+    per_row = zip(*(values for _, values in varying), strict=True) if varying else repeat(())
+    residuals: dict[tuple[bool, ...], Node | bool] = {}
+    for row, verdicts in zip(rows, per_row, strict=False):  # per_row is endless when nothing varies
+        residual = residuals.get(verdicts)
+        if residual is None:
+            residual = residuals[verdicts] = _substitute(predicate, known | dict(zip(keys, verdicts, strict=True)))
+        yield row, residual
 
-    def __init__(self, source: _Source) -> None:
-        self.names = set(source.column_names)
+
+def _substitute(node: Node, known: dict[tuple[Any, ...], bool]) -> Node | bool:
+    """`node` with the field tests in `known` replaced by their verdicts, simplified."""
+    if isinstance(node, FieldTest):
+        return known.get(node.key, node)
+    if isinstance(node, (AllOf, AnyOf)):
+        decisive = isinstance(node, AnyOf)  # the child verdict that decides the whole node
+        children: list[Node] = []
+        for child in node.children:
+            value = _substitute(child, known)
+            if value is decisive:
+                return decisive
+            if value is not (not decisive):
+                children.append(value)  # type: ignore[arg-type]
+        if not children:
+            return not decisive
+        return children[0] if len(children) == 1 else type(node)(tuple(children))
+    if isinstance(node, Not):
+        value = _substitute(node.child, known)
+        return (not value) if isinstance(value, bool) else Not(value)
+    return node
+
+
+class _Decider:
+    """Evaluates residual predicates on RowViews as `Node.evaluate` does, each compiled once into closures."""
+
+    def __init__(self) -> None:
         self._compiled: dict[int, Callable[[RowView], bool]] = {}
 
-    def __call__(self, rule: CompiledRule, row: RowView) -> bool:
-        check = self._compiled.get(id(rule))
+    def __call__(self, node: Node, row: RowView) -> bool:
+        check = self._compiled.get(id(node))  # residuals live as long as the evaluation that made them
         if check is None:
-            check = self._compiled[id(rule)] = self._compile(rule.predicate)
+            check = self._compiled[id(node)] = self._compile(node)
         return check(row)
 
     def _compile(self, node: Node) -> Callable[[RowView], bool]:
         if isinstance(node, FieldTest):
-            column = TYPED_COLUMNS.get(node.path)
-            if column is None or column not in self.names or node.mode == "fieldref":
-                return node.checker()
-            return _typed_check(column, node.judge_value)
+            return node.checker(RowView.values_at)
         if isinstance(node, (AllOf, AnyOf)):
             checks = tuple(self._compile(child) for child in node.children)
             return _all_check(checks) if isinstance(node, AllOf) else _any_check(checks)
@@ -808,19 +909,6 @@ class _Decider:
             inner = self._compile(node.child)
             return lambda row: not inner(row)
         return node.evaluate
-
-
-def _typed_check(column: str, judge: Callable[[Any], bool]) -> Callable[[RowView], bool]:
-    verdicts: dict[Any, bool] = {}
-
-    def check(row: RowView) -> bool:
-        value = row.typed(column)
-        verdict = verdicts.get(value)
-        if verdict is None:
-            verdict = verdicts[value] = judge(value)
-        return verdict
-
-    return check
 
 
 def _all_check(checks: tuple[Callable[[RowView], bool], ...]) -> Callable[[RowView], bool]:
@@ -922,20 +1010,26 @@ class RuleSet:
 
     def evaluate_table(self, table: pa.Table) -> list[Finding]:
         """Findings for a table of EVENT_SCHEMA (nested documents as JSON text), sorted by time."""
+        return findings_from_table(self.findings_table(table))
+
+    def findings_table(self, table: pa.Table) -> pa.Table:
+        """The findings of a table of EVENT_SCHEMA as a table of :data:`FINDINGS_SCHEMA`, sorted by time: the
+        whole evaluation, column-wise (Python objects are made only for the findings someone reads)."""
         missing = [name for name in REQUIRED_COLUMNS if name not in table.column_names]
         if missing:
             raise ValueError(f"not an events table: missing column(s) {', '.join(missing)}")
         plan = self._plan()
         if table.num_rows == 0 or not plan.rules:
-            return []
+            return FINDINGS_SCHEMA.empty_table()
         source = _Source(table, plan.call_verdicts)
         whole = _Frame(source, None)
         certain: list[tuple[pa.Array, int]] = []  # (original rows, rule index)
-        maybe: list[tuple[int, int]] = []
+        maybe: list[tuple[int, int, Node]] = []  # (row, rule index, what is left to decide in Python)
 
-        # Rules that name their calls: each is looked at on the rows with such a call only.
+        # Rules that name their calls: each is looked at on the rows with such a call only (rules naming the same
+        # calls share those rows, and what was taken and searched in them).
         frames: list[tuple[_Frame, list[int]]] = [
-            (_Frame(source, rows), [index]) for index, rows in _rule_rows(whole, plan).items()
+            (_Frame(source, rows), indexes) for rows, indexes in _rule_rows(whole, plan)
         ]
         if plan.unindexed:
             frames.append((whole, plan.unindexed))
@@ -953,31 +1047,36 @@ class RuleSet:
                 if not len(undecided):
                     continue
                 # Second look at the undecided rows only, now searching the JSON text of nested documents.
-                narrow = _Frame(source, undecided, with_json=True)
+                narrow = frame.json_view() if len(undecided) == frame.num_rows else _Frame(source, undecided, True)
                 lower, upper = narrow.bounds(predicate)
                 rows = narrow.rows(lower)
                 if len(rows):
                     certain.append((rows, index))
-                maybe.extend((row, index) for row in narrow.rows(_and(upper, _not(lower))).to_pylist())
+                for row, residual in _residuals(narrow, predicate, _and(upper, _not(lower))):
+                    if residual is True:
+                        certain.append((pa.array([row], pa.int64()), index))
+                    elif residual is not False:
+                        maybe.append((row, index, residual))
 
         extra_rules: pa.Array | None = None  # rule of each row decided in Python (the -1 entry of `certain`)
         if maybe:
-            rows = sorted({row for row, _ in maybe})
+            rows = sorted({row for row, _, _ in maybe})
             columns = _Columns(source, pa.array(rows, pa.int64()))
             views = {row: RowView(columns, position) for position, row in enumerate(rows)}
-            decide = _Decider(source)
-            decided = [(row, index) for row, index in maybe if decide(plan.rules[index], views[row])]
+            decide = _Decider()
+            decided = [(row, index) for row, index, residual in maybe if decide(residual, views[row])]
             if decided:
                 certain.append((pa.array([row for row, _ in decided], pa.int64()), -1))
                 extra_rules = pa.array([index for _, index in decided], pa.int32())
-        return _findings(source, plan, certain, extra_rules)
+        return _findings_table(source, plan, certain, extra_rules)
 
 
-def _rule_rows(whole: _Frame, plan: _Plan) -> dict[int, pa.Array]:
-    """For each indexed rule, the rows whose driver column (eventName, eventSource) holds a value the rule requires:
-    the only rows it can match. Rows are grouped by value once, so a rule about a rare call costs a few slices."""
-    pieces: dict[int, list[pa.Array]] = {}
-    for driver in plan.drivers:
+def _rule_rows(whole: _Frame, plan: _Plan) -> list[tuple[pa.Array, list[int]]]:
+    """For the indexed rules, the rows whose driver column (eventName, eventSource) holds a value the rule requires:
+    the only rows it can match; rules that require the same values get one entry. Rows are grouped by value once,
+    so a rule about a rare call costs a few slices."""
+    pieces: dict[int, list[tuple[tuple[int, int], pa.Array]]] = {}
+    for number, driver in enumerate(plan.drivers):
         if not (driver.exact or driver.patterns):
             continue
         indices, values = whole.encoded(TYPED_COLUMNS[driver.path])
@@ -998,8 +1097,11 @@ def _rule_rows(whole: _Frame, plan: _Plan) -> dict[int, pa.Array]:
             group = rows.slice(start, sizes[position])
             start += sizes[position]
             for index in wanted[position]:
-                pieces.setdefault(index, []).append(group)
-    return {index: _ascending(groups) for index, groups in sorted(pieces.items())}
+                pieces.setdefault(index, []).append(((number, position), group))
+    by_groups: dict[tuple[tuple[int, int], ...], tuple[list[pa.Array], list[int]]] = {}
+    for index, groups in sorted(pieces.items()):
+        by_groups.setdefault(tuple(key for key, _ in groups), ([group for _, group in groups], []))[1].append(index)
+    return [(_ascending(groups), indexes) for groups, indexes in by_groups.values()]
 
 
 def _ascending(groups: list[pa.Array]) -> pa.Array:
@@ -1076,16 +1178,44 @@ def _times(column: pa.ChunkedArray | pa.Array) -> list[datetime]:
     return list(map(datetime, *parts, micros, repeat(UTC)))
 
 
-def _findings(
+#: The findings of a table, one row per (event, rule) match, as :meth:`RuleSet.findings_table` returns them:
+#: :class:`Finding`'s fields, ``request_parameters`` as the event's JSON text. Values that repeat (the call, the
+#: session, the rule) are Arrow dictionaries, as the extract's Parquet reads them.
+_REPEATING = pa.dictionary(pa.int32(), pa.string())
+FINDINGS_SCHEMA = pa.schema(
+    [
+        pa.field(
+            name,
+            {"event_time": pa.timestamp("us", tz="UTC"), "event_id": pa.string(), "request_parameters": pa.string()}
+            .get(name, _REPEATING),
+        )
+        for name in FINDING_FIELDS
+    ]
+)
+#: Finding field -> events column it is taken from (the rule's fields come from the rule).
+_FINDING_SOURCES: dict[str, str] = {
+    "event_id": "eventID",
+    "event_time": "eventTime",
+    "event_source": "eventSource",
+    "event_name": "eventName",
+    "session_id": "session_id",
+    "aws_region": "awsRegion",
+    "source_ip": "sourceIPAddress",
+    "user_agent": "userAgent",
+    "request_parameters": "requestParameters",
+    "error_code": "errorCode",
+    "recipient_account_id": "recipientAccountId",
+}
+
+
+def _findings_table(
     source: _Source, plan: _Plan, matches: list[tuple[pa.Array, int]], extra_rules: pa.Array | None
-) -> list[Finding]:
-    """Findings for (rows, rule) matches, built column-wise: the matched events are taken once per column (in
-    ascending position, see :meth:`_Source.take`), the findings sorted on their keys alone, each column turned into
-    a Python list in one call, and the findings made by one `map` over those lists: no per-row dicts, no JSON
-    parsing (see :attr:`Finding.request_parameters`). A rule that matches every event of a night must not cost much
-    more than the reading did."""
+) -> pa.Table:
+    """The table of (rows, rule) matches, built column-wise: the matched events are taken once per column (in
+    ascending position, see :meth:`_Source.take`) and put in reading order by one sort on their keys. A rule that
+    matches every event of a night must not cost much more than the reading did."""
     if not matches:
-        return []
+        return FINDINGS_SCHEMA.empty_table()
     rows = pa.concat_arrays([rows.cast(pa.int64()) for rows, _ in matches])
     rules = pa.concat_arrays(
         [
@@ -1093,56 +1223,67 @@ def _findings(
             for rows, index in matches
         ]
     )
-    # In ascending position, the order _Source.take wants.
+    # In ascending position, the order _Source.take wants (and the tie-breaker of the stable sort below).
     ascending = pc.sort_indices(rows)
     rows, rules = pc.take(rows, ascending), pc.take(rules, ascending)
-
-    # Time order, worst rule first within an event (finding_sort_key), input order last.
-    times = source.take("eventTime", rows)
-    ids = source.take("eventID", rows)
-    severity = pa.array([-SEVERITY_RANK.get(rule.severity, 0) for rule in plan.rules], pa.int32())
-    rule_ids = pa.array([rule.rule_id for rule in plan.rules], pa.string())
+    taken = {
+        field: source.take(column, rows)
+        for field, column in _FINDING_SOURCES.items()
+        if column in source.column_names
+    }
+    # Reading order (finding_sort_key): time, event, worst rule first, then rule id; input order breaks ties.
+    by_rank = sorted(range(len(plan.rules)), key=lambda i: (-SEVERITY_RANK.get(plan.rules[i].severity, 0),
+                                                            plan.rules[i].rule_id))
+    rank = [0] * len(plan.rules)
+    for position, index in enumerate(by_rank):
+        rank[index] = position
     order = pc.sort_indices(
-        pa.table(
-            {
-                "time": times,
-                "event": ids,
-                "severity": pc.take(severity, rules),
-                "rule": pc.take(rule_ids, rules),
-                "row": rows,
-            }
-        ),
-        sort_keys=[(name, "ascending") for name in ("time", "event", "severity", "rule", "row")],
+        pa.table({"time": taken["event_time"], "event": taken["event_id"],
+                  "rank": pc.take(pa.array(rank, pa.int32()), rules)}),
+        sort_keys=[("time", "ascending"), ("event", "ascending"), ("rank", "ascending")],
     )
-    rule_list = pc.take(rules, order).to_pylist()
-    count = len(rule_list)
+    rules = pc.take(rules, order)
+    columns = []
+    for field in FINDINGS_SCHEMA:
+        if field.name in ("rule_id", "title", "severity"):
+            values = pa.array([getattr(rule, field.name) for rule in plan.rules], pa.string())
+            data = pa.DictionaryArray.from_arrays(rules, values)
+        elif field.name in taken:
+            data = pc.take(taken[field.name], order)
+        else:
+            data = pa.nulls(len(rules), field.type)
+        if isinstance(data, pa.ChunkedArray):
+            data = data.combine_chunks()
+        columns.append(data if data.type == field.type else data.cast(field.type))
+    return pa.Table.from_arrays(columns, schema=FINDINGS_SCHEMA)
 
-    def column(name: str, null: Any = None, data: pa.Array | pa.ChunkedArray | None = None) -> list[Any]:
-        if name not in source.column_names:
-            return [null] * count
-        return _pylist(pc.take(source.take(name, rows) if data is None else data, order), null)
 
-    def per_rule(attribute: str) -> list[Any]:
-        return list(map([getattr(rule, attribute) for rule in plan.rules].__getitem__, rule_list))
+def findings_from_table(findings: pa.Table) -> list[Finding]:
+    """:class:`Finding` objects for the rows of a findings table (see :data:`FINDINGS_SCHEMA`), in its order: each
+    column turned into a Python list in one call and the findings made by one `map` over those lists (no per-row
+    dicts, no JSON parsing: see :attr:`Finding.request_parameters`)."""
+
+    def column(name: str, null: Any = None) -> list[Any]:
+        return _pylist(findings.column(name), null)
 
     with _gc_paused():
         return list(
             map(
                 _finding_from_row,
-                column("eventID", "", ids),
-                _times(pc.take(times, order)),
-                column("eventSource", ""),
-                column("eventName", ""),
-                per_rule("rule_id"),
-                per_rule("title"),
-                per_rule("severity"),
+                column("event_id", ""),
+                _times(findings.column("event_time")),
+                column("event_source", ""),
+                column("event_name", ""),
+                column("rule_id"),
+                column("title"),
+                column("severity"),
                 column("session_id"),
-                column("awsRegion"),
-                column("sourceIPAddress"),
-                column("userAgent"),
-                column("requestParameters"),
-                column("errorCode"),
-                column("recipientAccountId"),
+                column("aws_region"),
+                column("source_ip"),
+                column("user_agent"),
+                column("request_parameters"),
+                column("error_code"),
+                column("recipient_account_id"),
             )
         )
 
