@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from elevation.audit import Finding, RuleSet, load_rules, read_events
+from elevation.audit.engine import FINDINGS_SCHEMA, finding_sort_key, findings_from_table
 from elevation.cloudtrail.records import iter_records_from_path
 from elevation.cloudtrail.schema import EVENT_SCHEMA, record_to_row, row_to_record
 
@@ -82,6 +83,25 @@ def test_a_parquet_round_trip_with_dictionary_columns_changes_nothing(
     assert ruleset.evaluate_table(reread) == ruleset.evaluate_table(table)
 
 
+def test_the_findings_table_holds_every_finding_in_reading_order_and_survives_parquet(
+    ruleset: RuleSet, rows: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    table = pa.Table.from_pylist(rows, schema=EVENT_SCHEMA)
+    found = ruleset.findings_table(table)
+    findings = ruleset.evaluate_table(table)
+    assert found.schema == FINDINGS_SCHEMA
+    assert found.num_rows == len(findings) > 300
+    assert findings == sorted(findings, key=finding_sort_key)  # time, then the worst rule first
+    assert found.column("rule_id").to_pylist() == [finding.rule_id for finding in findings]
+    assert found.column("severity").to_pylist() == [finding.severity for finding in findings]
+    documents = [json.loads(text) if text else None for text in found.column("request_parameters").to_pylist()]
+    assert [document if isinstance(document, dict) else None for document in documents] == [
+        finding.request_parameters for finding in findings
+    ]
+    pq.write_table(found, tmp_path / "findings.parquet")
+    assert findings_from_table(pq.read_table(tmp_path / "findings.parquet")) == findings
+
+
 def test_findings_carry_the_event_context(ruleset: RuleSet) -> None:
     record = {
         "eventID": "e-1",
@@ -115,6 +135,7 @@ def test_findings_carry_the_event_context(ruleset: RuleSet) -> None:
 
 def test_an_empty_table_gives_no_findings(ruleset: RuleSet) -> None:
     assert ruleset.evaluate_table(EVENT_SCHEMA.empty_table()) == []
+    assert ruleset.findings_table(EVENT_SCHEMA.empty_table()).schema == FINDINGS_SCHEMA
 
 
 def test_a_table_without_the_event_columns_is_refused(ruleset: RuleSet) -> None:

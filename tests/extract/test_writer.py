@@ -19,7 +19,7 @@ from pyarrow import fs as pafs
 
 from elevation.cloudtrail.schema import record_to_row
 from elevation.extract.location import resolve_location
-from elevation.extract.writer import FINAL_NAME, write_partition
+from elevation.extract.writer import FINAL_NAME, ROW_GROUP_ROWS, write_partition
 
 NIGHT = date(2024, 8, 1)
 
@@ -137,3 +137,12 @@ def test_locations() -> None:
     with pytest.raises(ValueError):
         resolve_location("ftp://host/x")
     _ = datetime.now(UTC)
+
+
+def test_rows_are_gathered_into_large_row_groups_whatever_the_batch_size(tmp_path: Path) -> None:
+    written = write_partition(pafs.LocalFileSystem(), str(tmp_path), NIGHT, rows(80_000), batch_size=5_000)
+    metadata = pq.ParquetFile(written.path).metadata
+    sizes = [metadata.row_group(index).num_rows for index in range(metadata.num_row_groups)]
+    assert sum(sizes) == written.rows == 80_000
+    assert len(sizes) == 3  # not one group per 5,000-row batch: reading a night back visits each group
+    assert all(size >= ROW_GROUP_ROWS for size in sizes[:-1])

@@ -537,6 +537,7 @@ class _Source:
 
 
 _MAX_CHUNKS_TAKEN_APART = 64
+_SEARCHED_AS_LIST = 16_384
 _CALL_COLUMNS = frozenset(("eventName", "eventSource"))
 
 
@@ -545,11 +546,13 @@ def _take_ascending(column: pa.ChunkedArray, rows: pa.Array) -> pa.ChunkedArray:
     pieces: list[pa.Array] = []
     start = low = 0
     count = len(rows)
+    # Few rows: search a Python list of them (a probe of the Arrow array makes a scalar, ~1 µs).
+    positions, key = (rows.to_pylist(), None) if count <= _SEARCHED_AS_LIST else (rows, _as_py)
     for chunk in column.chunks:
         if low == count:
             break
         end = start + len(chunk)
-        high = bisect_left(rows, end, low, count, key=_as_py)
+        high = bisect_left(positions, end, low, count, key=key)
         if high > low:
             pieces.append(pc.take(chunk, pc.subtract(rows.slice(low, high - low), start)))
         start, low = end, high
@@ -836,15 +839,15 @@ class RowView:
         return row_to_record({name: self.typed(name) for name in self.columns.names()})
 
 
-def _residuals(frame: _Frame, predicate: Node, mask: Mask) -> Iterator[tuple[int, Node | bool]]:
-    """(row, residual) for the rows of `frame` where `mask` holds: the residual is the predicate with each test on a
-    typed column replaced by its verdict on that row (known from the vectorised pass), so Python is left to judge
-    what only the documents can decide. Rows with the same verdicts share one residual."""
+def _residuals(frame: _Frame, predicate: Node, mask: Mask) -> Iterable[tuple[Node | bool, list[int]]]:
+    """(residual, rows) for the rows of `frame` where `mask` holds: the residual is the predicate with each test on
+    a typed column replaced by its verdict on those rows (known from the vectorised pass), so Python is left to
+    judge what only the documents can decide. Rows with the same verdicts share one residual."""
     if mask is False:
-        return
+        return []
     rows = frame.rows(mask).to_pylist()
     if not rows:
-        return
+        return []
     known: dict[tuple[Any, ...], bool] = {}
     varying: list[tuple[tuple[Any, ...], list[bool]]] = []
     for test in predicate.fields():
@@ -857,12 +860,13 @@ def _residuals(frame: _Frame, predicate: Node, mask: Mask) -> Iterator[tuple[int
             varying.append((test.key, (verdict if mask is True else pc.filter(verdict, mask)).to_pylist()))
     keys = [key for key, _ in varying]
     per_row = zip(*(values for _, values in varying), strict=True) if varying else repeat(())
-    residuals: dict[tuple[bool, ...], Node | bool] = {}
+    groups: dict[tuple[bool, ...], list[int]] = {}
     for row, verdicts in zip(rows, per_row, strict=False):  # per_row is endless when nothing varies
-        residual = residuals.get(verdicts)
-        if residual is None:
-            residual = residuals[verdicts] = _substitute(predicate, known | dict(zip(keys, verdicts, strict=True)))
-        yield row, residual
+        groups.setdefault(verdicts, []).append(row)
+    return [
+        (_substitute(predicate, known | dict(zip(keys, verdicts, strict=True))), group)
+        for verdicts, group in groups.items()
+    ]
 
 
 def _substitute(node: Node, known: dict[tuple[Any, ...], bool]) -> Node | bool:
@@ -887,32 +891,108 @@ def _substitute(node: Node, known: dict[tuple[Any, ...], bool]) -> Node | bool:
     return node
 
 
-class _Decider:
-    """Evaluates residual predicates on RowViews as `Node.evaluate` does, each compiled once into closures."""
+def _decide(source: _Source, pending: list[tuple[int, Node, list[int]]]) -> list[tuple[pa.Array, int]]:
+    """(rows, rule index) of the rows whose residual holds, judged in Python. A residual that reads one document
+    (requestParameters, mostly) is judged once per distinct document text (a parameter read a thousand times is one
+    verdict); any other once per row, on a view of the row."""
+    decided: list[tuple[pa.Array, int]] = []
+    on_rows: list[tuple[int, Node, list[int]]] = []
+    documents: dict[str, Any] = {}  # JSON text -> parsed, shared by every residual
+    by_document = _Compiler(_Document.values_at)
+    for index, residual, rows in pending:
+        column = _single_document(residual)
+        if column is None or column not in source.column_names:
+            on_rows.append((index, residual, rows))
+            continue
+        positions = pa.array(rows, pa.int64())
+        indices, texts = _encode(source.take(column, positions))
+        check = by_document.compile(residual)
+        verdicts = []
+        for text in (*texts, None):
+            document = documents.get(text) if text is not None else None
+            if document is None and text is not None:
+                document = documents[text] = _parse_document(text)
+            verdicts.append(check(_Document(column, document)))
+        if any(verdicts):
+            decided.append((pc.filter(positions, pc.take(pa.array(verdicts, pa.bool_()), indices)), index))
+    if on_rows:
+        rows = sorted({row for _, _, group in on_rows for row in group})
+        columns = _Columns(source, pa.array(rows, pa.int64()))
+        views = {row: RowView(columns, position) for position, row in enumerate(rows)}
+        by_row = _Compiler(RowView.values_at)
+        for index, residual, group in on_rows:
+            check = by_row.compile(residual)
+            matched = [row for row in group if check(views[row])]
+            if matched:
+                decided.append((pa.array(matched, pa.int64()), index))
+    return decided
 
-    def __init__(self) -> None:
-        self._compiled: dict[int, Callable[[RowView], bool]] = {}
 
-    def __call__(self, node: Node, row: RowView) -> bool:
-        check = self._compiled.get(id(node))  # residuals live as long as the evaluation that made them
-        if check is None:
-            check = self._compiled[id(node)] = self._compile(node)
-        return check(row)
+def _single_document(node: Node) -> str | None:
+    """The one nested-document column every test of `node` reads, or None (tests of several columns, of the
+    whole event, or comparing fields)."""
+    columns = set()
+    for test in node.fields():
+        if test.mode == "fieldref" or test.path[0] not in _JSON_COLUMNS:
+            return None
+        columns.add(test.path[0])
+    if len(columns) != 1 or _has_keywords(node):
+        return None
+    return columns.pop()
 
-    def _compile(self, node: Node) -> Callable[[RowView], bool]:
+
+def _has_keywords(node: Node) -> bool:
+    if isinstance(node, KeywordTest):
+        return True
+    if isinstance(node, (AllOf, AnyOf)):
+        return any(_has_keywords(child) for child in node.children)
+    if isinstance(node, Not):
+        return _has_keywords(node.child)
+    return False
+
+
+class _Document:
+    """One parsed document seen as an event holding only it: what a single-document residual needs."""
+
+    __slots__ = ("column", "value", "_resolved")
+
+    def __init__(self, column: str, value: Any) -> None:
+        self.column = column
+        self.value = value
+        self._resolved: dict[tuple[str, ...], list[Any]] = {}
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.value if key == self.column and self.value is not None else default
+
+    def values_at(self, path: tuple[str, ...]) -> list[Any]:
+        """:func:`resolve`, remembered (a rule's list of 22 ports is 22 tests of one path)."""
+        values = self._resolved.get(path)
+        if values is None:
+            values = self._resolved[path] = resolve(self, path)
+        return values
+
+
+class _Compiler:
+    """Compiles residual predicates into closures that judge as `Node.evaluate` does; `values_at` is how a field
+    test reads its values from the events they are given (RowView.values_at, _Document.values_at)."""
+
+    def __init__(self, values_at: Callable[[Any, tuple[str, ...]], list[Any]]) -> None:
+        self.values_at = values_at
+
+    def compile(self, node: Node) -> Callable[[Any], bool]:
         if isinstance(node, FieldTest):
-            return node.checker(RowView.values_at)
+            return node.checker(self.values_at)
         if isinstance(node, (AllOf, AnyOf)):
-            checks = tuple(self._compile(child) for child in node.children)
+            checks = tuple(self.compile(child) for child in node.children)
             return _all_check(checks) if isinstance(node, AllOf) else _any_check(checks)
         if isinstance(node, Not):
-            inner = self._compile(node.child)
+            inner = self.compile(node.child)
             return lambda row: not inner(row)
         return node.evaluate
 
 
-def _all_check(checks: tuple[Callable[[RowView], bool], ...]) -> Callable[[RowView], bool]:
-    def check(row: RowView) -> bool:
+def _all_check(checks: tuple[Callable[[Any], bool], ...]) -> Callable[[Any], bool]:
+    def check(row: Any) -> bool:
         for child in checks:  # noqa: SIM110 (a loop: no generator per call, this runs for every row and node)
             if not child(row):
                 return False
@@ -921,8 +1001,8 @@ def _all_check(checks: tuple[Callable[[RowView], bool], ...]) -> Callable[[RowVi
     return check
 
 
-def _any_check(checks: tuple[Callable[[RowView], bool], ...]) -> Callable[[RowView], bool]:
-    def check(row: RowView) -> bool:
+def _any_check(checks: tuple[Callable[[Any], bool], ...]) -> Callable[[Any], bool]:
+    def check(row: Any) -> bool:
         for child in checks:  # noqa: SIM110 (as above)
             if child(row):
                 return True
@@ -1024,7 +1104,7 @@ class RuleSet:
         source = _Source(table, plan.call_verdicts)
         whole = _Frame(source, None)
         certain: list[tuple[pa.Array, int]] = []  # (original rows, rule index)
-        maybe: list[tuple[int, int, Node]] = []  # (row, rule index, what is left to decide in Python)
+        pending: list[tuple[int, Node, list[int]]] = []  # (rule index, what Python must decide, on these rows)
 
         # Rules that name their calls: each is looked at on the rows with such a call only (rules naming the same
         # calls share those rows, and what was taken and searched in them).
@@ -1052,23 +1132,13 @@ class RuleSet:
                 rows = narrow.rows(lower)
                 if len(rows):
                     certain.append((rows, index))
-                for row, residual in _residuals(narrow, predicate, _and(upper, _not(lower))):
+                for residual, residual_rows in _residuals(narrow, predicate, _and(upper, _not(lower))):
                     if residual is True:
-                        certain.append((pa.array([row], pa.int64()), index))
+                        certain.append((pa.array(residual_rows, pa.int64()), index))
                     elif residual is not False:
-                        maybe.append((row, index, residual))
-
-        extra_rules: pa.Array | None = None  # rule of each row decided in Python (the -1 entry of `certain`)
-        if maybe:
-            rows = sorted({row for row, _, _ in maybe})
-            columns = _Columns(source, pa.array(rows, pa.int64()))
-            views = {row: RowView(columns, position) for position, row in enumerate(rows)}
-            decide = _Decider()
-            decided = [(row, index) for row, index, residual in maybe if decide(residual, views[row])]
-            if decided:
-                certain.append((pa.array([row for row, _ in decided], pa.int64()), -1))
-                extra_rules = pa.array([index for _, index in decided], pa.int32())
-        return _findings_table(source, plan, certain, extra_rules)
+                        pending.append((index, residual, residual_rows))
+        certain.extend(_decide(source, pending))
+        return _findings_table(source, plan, certain)
 
 
 def _rule_rows(whole: _Frame, plan: _Plan) -> list[tuple[pa.Array, list[int]]]:
@@ -1208,21 +1278,14 @@ _FINDING_SOURCES: dict[str, str] = {
 }
 
 
-def _findings_table(
-    source: _Source, plan: _Plan, matches: list[tuple[pa.Array, int]], extra_rules: pa.Array | None
-) -> pa.Table:
+def _findings_table(source: _Source, plan: _Plan, matches: list[tuple[pa.Array, int]]) -> pa.Table:
     """The table of (rows, rule) matches, built column-wise: the matched events are taken once per column (in
     ascending position, see :meth:`_Source.take`) and put in reading order by one sort on their keys. A rule that
     matches every event of a night must not cost much more than the reading did."""
     if not matches:
         return FINDINGS_SCHEMA.empty_table()
     rows = pa.concat_arrays([rows.cast(pa.int64()) for rows, _ in matches])
-    rules = pa.concat_arrays(
-        [
-            extra_rules if index == -1 else pa.repeat(pa.scalar(index, pa.int32()), len(rows))
-            for rows, index in matches
-        ]
-    )
+    rules = pa.concat_arrays([pa.repeat(pa.scalar(index, pa.int32()), len(rows)) for rows, index in matches])
     # In ascending position, the order _Source.take wants (and the tie-breaker of the stable sort below).
     ascending = pc.sort_indices(rows)
     rows, rules = pc.take(rows, ascending), pc.take(rules, ascending)
@@ -1346,10 +1409,8 @@ def load_rules_from_yaml(text: str) -> RuleSet:
 
 
 def read_events(path: Path, columns: Sequence[str] | None = None) -> pa.Table:
-    """Read an extract Parquet file, low-cardinality columns as Arrow dictionaries (cheaper to read and to audit)."""
+    """Read an extract Parquet file, low-cardinality columns as Arrow dictionaries (cheaper to read and to audit),
+    one chunk per row group (pq.read_table cuts them into 128k-row batches: more chunks for every take to visit)."""
     names = pq.read_schema(path).names
-    return pq.read_table(
-        path,
-        columns=list(columns) if columns else None,
-        read_dictionary=[n for n in DICTIONARY_COLUMNS if n in names],
-    )
+    with pq.ParquetFile(path, read_dictionary=[n for n in DICTIONARY_COLUMNS if n in names]) as file:
+        return file.read(columns=list(columns) if columns else None)

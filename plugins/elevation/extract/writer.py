@@ -50,6 +50,11 @@ def _delete_quietly(filesystem: pafs.FileSystem, path: str) -> None:
         log.warning("could not delete %s: %s", path, error)
 
 
+#: Rows (at least) per Parquet row group. One group per 5,000-row batch made reading a night back (the audit) twice as slow;
+#: a group is held in memory until written (~30 MB at this size).
+ROW_GROUP_ROWS = 32_768
+
+
 def write_partition(
     filesystem: pafs.FileSystem,
     base: str,
@@ -70,17 +75,28 @@ def write_partition(
     try:
         with filesystem.open_output_stream(temp) as sink:
             writer = pq.ParquetWriter(sink, EVENT_SCHEMA, compression=compression)
+            group: list[pa.RecordBatch] = []  # converted batches of the row group being gathered
+
+            def flush() -> None:
+                if group:
+                    table = pa.Table.from_batches(group, EVENT_SCHEMA)
+                    writer.write_table(table, row_group_size=table.num_rows)  # one group per flush
+                    group.clear()
+
             try:
                 batch: list[dict[str, Any]] = []
                 for row in rows:
                     batch.append(row)
                     if len(batch) >= batch_size:
-                        writer.write_batch(pa.RecordBatch.from_pylist(batch, schema=EVENT_SCHEMA))
+                        group.append(pa.RecordBatch.from_pylist(batch, schema=EVENT_SCHEMA))
                         count += len(batch)
                         batch = []
+                        if sum(len(converted) for converted in group) >= ROW_GROUP_ROWS:
+                            flush()
                 if batch:
-                    writer.write_batch(pa.RecordBatch.from_pylist(batch, schema=EVENT_SCHEMA))
+                    group.append(pa.RecordBatch.from_pylist(batch, schema=EVENT_SCHEMA))
                     count += len(batch)
+                flush()
             finally:
                 writer.close()  # also on failure: the temporary file is deleted below anyway
             size = sink.tell()  # counted here: some S3 emulators answer HEAD with a zero length
