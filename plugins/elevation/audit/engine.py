@@ -4,16 +4,18 @@ Why it is fast: nearly every rule names the calls it is about (``eventName`` / `
 those values; on an Arrow table the typed columns are dictionary-encoded once for the whole table, each rule's tests
 on typed columns are decided once per *distinct* value (a few hundred names, not a million rows) and broadcast to
 rows with one ``take``. The rows are grouped by call once, so each rule only looks at the rows of the calls it names
-(a rule about a rare call costs a few slices). Only where a rule's verdict depends on a nested document
-(``requestParameters``...) is that row parsed from JSON and the rule, compiled into closures, run in Python. Rules
-that name no call (``userIdentity.type: Root``) get the same vectorised treatment over the whole table.
+(a rule about a rare call costs a few slices; rules naming the same calls share them). Where a rule's verdict
+depends on a nested document (``requestParameters``...), a substring search of the JSON text narrows the rows first;
+what is left goes to Python as a *residual*: the rule with its typed tests replaced by their verdicts, judged once
+per distinct document text where it reads one document, else once per row. Rules that name no call
+(``userIdentity.type: Root``) get the same vectorised treatment over the whole table.
 
 Verdicts are three-valued on the way (certainly true / maybe / certainly false), so the vectorised pass never decides
 what only the nested document can decide, and :meth:`RuleSet.evaluate_table` agrees with
 :meth:`RuleSet.evaluate_records` on the same events.
 
-Findings are built column-wise (one ``take`` and one conversion per column, one ``map`` to make them); a finding keeps
-its event's requestParameters as JSON text and parses it when it is read.
+The result is a findings table (:data:`FINDINGS_SCHEMA`, one ``take`` per column); :class:`Finding` objects are made
+from it in bulk only for whoever reads them, and keep the event's requestParameters as JSON text until it is read.
 """
 
 from __future__ import annotations
