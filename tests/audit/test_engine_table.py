@@ -102,6 +102,38 @@ def test_the_findings_table_holds_every_finding_in_reading_order_and_survives_pa
     assert findings_from_table(pq.read_table(tmp_path / "findings.parquet")) == findings
 
 
+def test_a_document_repeated_across_events_is_judged_with_each_events_own_fields(ruleset: RuleSet) -> None:
+    """The table path judges a document once per distinct text; the verdict must still depend on each event."""
+    parameters = {"name": "/prod/db/password", "withDecryption": True}
+    person = {"type": "AssumedRole", "arn": "arn:aws:sts::111122223333:assumed-role/AWSReservedSSO_Admin_1/alice"}
+    service = {**person, "invokedBy": "cloudformation.amazonaws.com"}
+    events = [
+        ("by-a-person", "GetParameter", person),
+        ("by-a-service", "GetParameter", service),
+        ("a-write", "PutParameter", person),
+        ("by-path", "GetParametersByPath", person),
+    ]
+    records = [
+        {
+            "eventID": event_id,
+            "eventTime": f"2024-07-31T13:06:2{index}Z",
+            "eventSource": "ssm.amazonaws.com",
+            "eventName": name,
+            "userIdentity": identity,
+            "requestParameters": parameters,
+        }
+        for index, (event_id, name, identity) in enumerate(events)
+    ]
+    table = pa.Table.from_pylist([record_to_row(record, "s-1") for record in records], schema=EVENT_SCHEMA)
+    decrypted = {
+        finding.event_id for finding in ruleset.evaluate_table(table) if "decryption" in finding.title.lower()
+    }
+    assert decrypted == {"by-a-person", "by-path"}
+    assert sorted(map(key, ruleset.evaluate_table(table))) == sorted(
+        map(key, ruleset.evaluate_records(records, session_id="s-1"))
+    )
+
+
 def test_findings_carry_the_event_context(ruleset: RuleSet) -> None:
     record = {
         "eventID": "e-1",
