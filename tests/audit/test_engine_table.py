@@ -134,6 +134,37 @@ def test_a_document_repeated_across_events_is_judged_with_each_events_own_fields
     )
 
 
+def test_tables_from_elsewhere_with_text_times_nanoseconds_or_numbers_give_the_same_findings(
+    ruleset: RuleSet,
+) -> None:
+    record = {
+        "eventID": "e-1",
+        "eventTime": "2024-07-31T13:06:24Z",
+        "eventSource": "cloudtrail.amazonaws.com",
+        "eventName": "StopLogging",
+        "requestParameters": {"name": "org-trail"},
+    }
+    table = pa.Table.from_pylist([record_to_row(record, "s-1")], schema=EVENT_SCHEMA)
+    expected = ruleset.evaluate_records([record], session_id="s-1")
+    assert expected
+    at = table.schema.get_field_index("eventTime")
+    nanoseconds = pa.array([1_722_431_184_000_000_123], pa.timestamp("ns", tz="UTC"))
+    variants = {
+        "Lake's text": pa.array(["2024-07-31 13:06:24.000"]),
+        "nanoseconds": nanoseconds,
+        "no time zone": pa.array([datetime(2024, 7, 31, 13, 6, 24)], pa.timestamp("us")),
+    }
+    for name, times in variants.items():
+        found = ruleset.evaluate_table(table.set_column(at, pa.field("eventTime", times.type), times))
+        assert found == expected, name
+    numbers = table.set_column(
+        table.schema.get_field_index("recipientAccountId"), "recipientAccountId", pa.array([111122223333])
+    )
+    assert [finding.recipient_account_id for finding in ruleset.evaluate_table(numbers)] == ["111122223333"] * len(
+        expected
+    )
+
+
 def test_findings_carry_the_event_context(ruleset: RuleSet) -> None:
     record = {
         "eventID": "e-1",

@@ -172,6 +172,17 @@ def test_regular_expressions_reach_into_nested_documents_and_json_strings() -> N
     assert not matches(ruleset, event(requestParameters={"other": public}))
 
 
+def test_numbers_json_writes_differently_from_python_are_still_found() -> None:
+    """A test sees Infinity and NaN as Python writes them ("inf", "nan"); the stored JSON text says Infinity/NaN."""
+    for detection in (
+        "selection:\n    requestParameters.limit|re: 'inf'\ncondition: selection",
+        "selection:\n    requestParameters.limit|contains|cased: 'nan'\ncondition: selection",
+    ):
+        ruleset = rules(detection)
+        value = json.loads('{"limit": Infinity}' if "inf" in detection else '{"limit": NaN}')
+        assert matches(ruleset, event(requestParameters=value)), detection
+
+
 @pytest.mark.parametrize(
     "pattern",
     [".+:assumed-role/aws:.+", ".*admin", ".+", ".*", ".+x|^y", ".+?z", ".*+q", ".{2}ab", "a.+", r"\.+b"],

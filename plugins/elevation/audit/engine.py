@@ -697,20 +697,22 @@ class _Frame:
         column = test.path[0] if test.path[0] in _JSON_COLUMNS else OTHER_FIELDS_COLUMN
         if column not in self.names:
             return None
-        needles: list[tuple[str, bool]] = []
+        needles: list[tuple[str, bool]] = []  # (text, ignore case)
         if len(test.path) > 1 or column == OTHER_FIELDS_COLUMN:
             if not _SAFE_TEXT.fullmatch(test.path[-1]):
                 return None
             needles.append((f'"{test.path[-1]}"', False))
+        # Values are searched ignoring case even for cased tests: a test sees a number as Python writes it ("inf",
+        # "nan") and the JSON text holds it as JSON does ("Infinity", "NaN").
         value = test.test
         if (
             isinstance(value, StringTest)
             and value.kind in ("exact", "prefix", "suffix", "contains")
             and _SAFE_TEXT.fullmatch(value.pattern)
         ):
-            needles.append((value.pattern, not value.cased))
+            needles.append((value.pattern, True))
         elif isinstance(value, RegexTest) and (literal := _required_text(value.pattern, value.flags)):
-            needles.append((literal, False))
+            needles.append((literal, True))
         maybe: Mask = True
         for needle in needles or [None]:
             maybe = _and(maybe, self._found(column, needle))
@@ -851,22 +853,20 @@ def _residuals(frame: _Frame, predicate: Node, mask: Mask) -> Iterable[tuple[Nod
     if not rows:
         return []
     known: dict[tuple[Any, ...], bool] = {}
-    varying: list[tuple[tuple[Any, ...], list[bool]]] = []
+    varying: dict[tuple[Any, ...], list[bool]] = {}  # test key -> verdict on each of `rows`
     for test in predicate.fields():
-        verdict = frame.typed_verdict(test)
-        if verdict is None or test.key in known or any(key == test.key for key, _ in varying):
+        if test.key in known or test.key in varying or (verdict := frame.typed_verdict(test)) is None:
             continue
         if isinstance(verdict, bool):
             known[test.key] = verdict
         else:
-            varying.append((test.key, (verdict if mask is True else pc.filter(verdict, mask)).to_pylist()))
-    keys = [key for key, _ in varying]
-    per_row = zip(*(values for _, values in varying), strict=True) if varying else repeat(())
+            varying[test.key] = (verdict if mask is True else pc.filter(verdict, mask)).to_pylist()
+    per_row = zip(*varying.values(), strict=True) if varying else repeat(())
     groups: dict[tuple[bool, ...], list[int]] = {}
     for row, verdicts in zip(rows, per_row, strict=False):  # per_row is endless when nothing varies
         groups.setdefault(verdicts, []).append(row)
     return [
-        (_substitute(predicate, known | dict(zip(keys, verdicts, strict=True))), group)
+        (_substitute(predicate, known | dict(zip(varying, verdicts, strict=True))), group)
         for verdicts, group in groups.items()
     ]
 
@@ -1292,7 +1292,7 @@ def _findings_table(source: _Source, plan: _Plan, matches: list[tuple[pa.Array, 
     ascending = pc.sort_indices(rows)
     rows, rules = pc.take(rows, ascending), pc.take(rules, ascending)
     taken = {
-        field: source.take(column, rows)
+        field: _as_type(source.take(column, rows), FINDINGS_SCHEMA.field(field).type)
         for field, column in _FINDING_SOURCES.items()
         if column in source.column_names
     }
@@ -1317,10 +1317,29 @@ def _findings_table(source: _Source, plan: _Plan, matches: list[tuple[pa.Array, 
             data = pc.take(taken[field.name], order)
         else:
             data = pa.nulls(len(rules), field.type)
-        if isinstance(data, pa.ChunkedArray):
-            data = data.combine_chunks()
-        columns.append(data if data.type == field.type else data.cast(field.type))
+        columns.append(data.combine_chunks() if isinstance(data, pa.ChunkedArray) else data)
     return pa.Table.from_arrays(columns, schema=FINDINGS_SCHEMA)
+
+
+def _as_type(data: pa.Array | pa.ChunkedArray, target: pa.DataType) -> pa.Array | pa.ChunkedArray:
+    """A taken events column as the findings table holds it. The extract's columns already are; a table from
+    elsewhere may hold times as text or nanoseconds, or numbers where text belongs: converted as a record's value
+    would be (times parsed, a null or unreadable time the epoch; other values as text)."""
+    if data.type == target:
+        return data
+    if pa.types.is_timestamp(target):
+        if pa.types.is_timestamp(data.type):
+            if data.type.unit == "ns":
+                data = pc.round_temporal(data, unit="microsecond")
+            data = data.cast(pa.timestamp(data.type.unit, tz="UTC") if data.type.tz is None else data.type)
+            return pc.fill_null(data.cast(target, safe=False), pa.scalar(0, target))
+        return pa.array([_event_time(value) for value in _pylist(data)], target)
+    if pa.types.is_dictionary(target) and pa.types.is_dictionary(data.type):
+        if pa.types.is_string(data.type.value_type):
+            return data.cast(target)
+    elif pa.types.is_string(data.type) or pa.types.is_large_string(data.type):
+        return data.cast(target)
+    return pa.array([_text(value) for value in _pylist(data)], pa.string()).cast(target)
 
 
 def findings_from_table(findings: pa.Table) -> list[Finding]:
