@@ -22,9 +22,11 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from elevation.audit import load_rules
+from elevation.audit import Finding, load_rules
 from elevation.audit.facts import SessionFacts
 from elevation.audit.report import (
+    SHOWN_PER_RULE,
+    build_timeline,
     render_index,
     render_session_report,
     safe_name,
@@ -149,6 +151,38 @@ def test_report_shows_the_session_and_its_findings(rendered: dict[str, Any]) -> 
     assert '"name": "stratus-red-team-ct-stop-trail' in page  # parameters pretty-printed
     assert "Write operations" in page
     assert "<svg" in rendered["report"].read_text()
+
+
+def finding(number: int, rule: str, title: str, severity: str = "low") -> Finding:
+    """A finding `number` seconds after the grant."""
+    return Finding(
+        f"e-{rule}-{number}", GRANTED + timedelta(seconds=number), "kms.amazonaws.com", "Decrypt", rule, title,
+        severity, "sess-loud", "eu-west-1", "198.51.100.7", "aws-cli/2", {"keyId": f"k-{number}"}, None, "1",
+    )
+
+
+def test_a_rule_firing_thousands_of_times_is_counted_not_listed(tmp_path: Path) -> None:
+    findings = [finding(number, "r-decrypt", "KMS Decrypt called directly") for number in range(3000)]
+    findings.append(finding(3000, "r-other", "Another low finding"))
+    report = render_session_report(SessionFacts(session_id="sess-loud"), [], findings, tmp_path)
+    page = html.unescape(report.read_text())
+    assert page.count('<article class="finding') == SHOWN_PER_RULE + 1
+    assert "3001 findings" in page
+    assert f"… and {3000 - SHOWN_PER_RULE} more “KMS Decrypt called directly” findings not shown here" in page
+    assert "Another low finding" in page
+    assert report.stat().st_size < 200_000
+
+
+def test_the_timeline_marks_findings_once_per_moment_and_severity() -> None:
+    facts = SessionFacts(session_id="t", granted_at=GRANTED, ended_at=GRANTED + timedelta(hours=2))
+    findings = [finding(number, "r-decrypt", "KMS Decrypt called directly") for number in range(500)]
+    findings.append(finding(3600, "r-trail", "CloudTrail logging stopped", "high"))
+    timeline = build_timeline([], findings, facts)  # 72 buckets of 100 s over the two hours
+    *lows, high = timeline.marks  # the worst is drawn last, on top
+    assert len(lows) == 5  # 500 decrypts over the first 500 s: one mark per 100-second bucket, not 500
+    assert sum(int(mark["title"].split()[0]) for mark in lows) == 500
+    assert all(mark["severity"] == "low" and "low findings from" in mark["title"] for mark in lows)
+    assert high["title"].startswith("high: CloudTrail logging stopped") and high["x"] > lows[-1]["x"]
 
 
 def test_downloads_are_written_next_to_the_report_and_linked(rendered: dict[str, Any]) -> None:

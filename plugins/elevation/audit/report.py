@@ -48,6 +48,9 @@ __all__ = [
 SEVERITY_ORDER: tuple[str, ...] = tuple(reversed(SEVERITIES))  # critical first
 #: Long request parameters are cut in the page (the full event is in the downloads).
 MAX_PARAMETERS_CHARS = 6000
+#: Findings of one rule shown in full per report; the rest are counted (all are in the downloads and the night's
+#: findings file). A script that decrypts ten thousand times must not bury the one policy change.
+SHOWN_PER_RULE = 25
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -203,15 +206,19 @@ def build_timeline(
                     "title": f"{counter[kind]} {kind}s",
                 }
             )
-    marks = [
-        {
-            "x": x_of(finding.event_time),
-            "y": bottom + 4,
-            "severity": finding.severity,
-            "title": f"{finding.severity}: {finding.title} ({finding.event_name} at {_fmt(finding.event_time)})",
-        }
-        for finding in sorted(findings, key=lambda item: SEVERITY_RANK.get(item.severity, 0))
-    ]
+    # One mark per bucket and severity (a rule firing thousands of times is one mark, not thousands), worst drawn last.
+    grouped: dict[tuple[int, str], list[Finding]] = {}
+    for finding in findings:
+        index = min(buckets - 1, max(0, int(buckets * (finding.event_time - start).total_seconds() / span)))
+        grouped.setdefault((index, finding.severity), []).append(finding)
+    marks = []
+    for (index, severity), found in sorted(grouped.items(), key=lambda item: SEVERITY_RANK.get(item[0][1], 0)):
+        first = found[0]
+        title = f"{severity}: {first.title} ({first.event_name} at {_fmt(first.event_time)})"
+        if len(found) > 1:
+            title = f"{len(found)} {severity} findings from {_fmt(first.event_time)}, first: {title}"
+        x = x_of(first.event_time) if len(found) == 1 else round(left + (index + 0.5) * bar_width, 1)
+        marks.append({"x": x, "y": bottom + 4, "severity": severity, "title": title})
     lines = [
         {"x": x_of(moment), "label": label, "anchor": "end" if x_of(moment) > width * 0.8 else "start"}
         for moment, label in (
@@ -306,18 +313,26 @@ def build_session_view(
     flags = session_flags(events, session.account_id, session.ended_at)
     groups = []
     for severity in SEVERITY_ORDER:
-        items = [
-            {
-                "finding": finding,
-                "time": _fmt(finding.event_time),
-                "call": f"{finding.event_source.removesuffix('.amazonaws.com')}:{finding.event_name}",
-                "parameters": readable_parameters(finding.request_parameters),
-            }
-            for finding in findings
-            if finding.severity == severity
-        ]
+        items, shown, count = [], Counter[str](), 0
+        more: dict[str, dict[str, Any]] = {}  # rule id -> title and how many findings are not shown
+        for finding in findings:
+            if finding.severity != severity:
+                continue
+            count += 1
+            shown[finding.rule_id] += 1
+            if shown[finding.rule_id] > SHOWN_PER_RULE:
+                more.setdefault(finding.rule_id, {"title": finding.title, "count": 0})["count"] += 1
+                continue
+            items.append(
+                {
+                    "finding": finding,
+                    "time": _fmt(finding.event_time),
+                    "call": f"{finding.event_source.removesuffix('.amazonaws.com')}:{finding.event_name}",
+                    "parameters": readable_parameters(finding.request_parameters),
+                }
+            )
         if items:
-            groups.append({"severity": severity, "items": items})
+            groups.append({"severity": severity, "count": count, "items": items, "more": list(more.values())})
     return SessionView(
         session=session,
         counts=_counts(events),
