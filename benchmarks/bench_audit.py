@@ -28,6 +28,8 @@ import json
 import os
 import platform
 import random
+import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -379,6 +381,34 @@ DISABLED_BY_DEFAULT = tuple(AuditSettings().disabled_rules)
 WRITEUP_COLUMNS = ["eventID", "eventName", "eventSource", "eventTime"]
 
 
+def peak_memory(path: Path, mode: str, sigma: Path) -> dict[str, float]:
+    """Peak RSS of a fresh interpreter that reads the file (mode "read") or reads and audits it ("audit"), so the
+    number is that work's alone; the interpreter with the imports and the rules loaded is measured as the base."""
+    result = subprocess.run(
+        [sys.executable, __file__, "--memory-child", mode, str(path), "--sigma", str(sigma)],
+        capture_output=True, text=True, check=True,
+    )
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def memory_child(mode: str, path: Path, sigma: Path) -> None:
+    rules = load_rules([sigma] if sigma.is_dir() else [], disabled=DISABLED_BY_DEFAULT)
+    # Linux carries the parent's peak over a fork (the benchmark's own is gigabytes): reset it, then read VmHWM.
+    Path("/proc/self/clear_refs").write_text("5")
+    base = _peak_rss_mb()
+    table = read_events(path)
+    findings = rules.findings_table(table) if mode == "audit" else None
+    peak = _peak_rss_mb()
+    print(json.dumps({"base_mb": round(base), "peak_mb": round(peak), "findings": findings.num_rows if findings else 0}))
+
+
+def _peak_rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def machine() -> str:
     model = "?"
     with contextlib.suppress(OSError):
@@ -408,7 +438,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also time the loop over full records (slow: ~1 min per million)",
     )
+    parser.add_argument("--memory-child", nargs=2, metavar=("MODE", "PATH"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.memory_child:
+        memory_child(args.memory_child[0], Path(args.memory_child[1]), args.sigma)
+        return 0
 
     print(f"machine: {machine()}")
     folders = [args.sigma] if args.sigma.is_dir() else []
@@ -455,6 +489,7 @@ def main(argv: list[str] | None = None) -> int:
         loop_shown = best_of(repeat, lambda: writeup_loop(path, WRITEUP_COLUMNS))[0]
         names = best_of(repeat, lambda: writeup_names(path))[0]
         records_loop = best_of(1, lambda: writeup_loop_records(path))[0] if args.records_loop else None
+        memory = {mode: peak_memory(path, mode, args.sigma) for mode in ("read", "audit")}
 
     off = ", ".join(rule.title for rule in everything.rules if rule.rule_id in DISABLED_BY_DEFAULT)
     print(f"findings: {count_all:,} with every rule, {count_tuned:,} without {off or 'the rules disabled by default'}")
@@ -476,6 +511,11 @@ def main(argv: list[str] | None = None) -> int:
     line("    write-up method on the eventName column only (no events)", names)
     if records_loop is not None:
         line("    write-up loop per event (full records)", records_loop)
+    read_mb, audit_mb = (memory[mode]["peak_mb"] - memory[mode]["base_mb"] for mode in ("read", "audit"))
+    print(
+        f"peak RSS over the loaded interpreter ({memory['read']['base_mb']} MB), fresh process each: reading "
+        f"{read_mb} MB; reading + auditing ({len(tuned.rules)} rules) {audit_mb} MB ({audit_mb / read_mb:.2f}x)"
+    )
     for label, audit in (("default", audit_tuned), ("all rules", audit_all)):
         print(
             f"ratios, {label}: {audit / floor:.2f}x the floor (target <= 2x); "
@@ -501,6 +541,8 @@ def main(argv: list[str] | None = None) -> int:
                 "loop_shown_columns_s": round(loop_shown, 3),
                 "names_only_s": round(names, 3),
                 "records_loop_s": round(records_loop, 3) if records_loop else None,
+                "peak_rss_read_mb": read_mb,
+                "peak_rss_read_audit_mb": audit_mb,
                 "findings_all": count_all,
                 "findings_tuned": count_tuned,
             }
