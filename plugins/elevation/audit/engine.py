@@ -630,13 +630,13 @@ class _Frame:
         self._encoded: dict[str, tuple[pa.Array, list[Any]]] = {}
         self._leaves: dict[tuple[Any, ...], tuple[Mask, Mask] | None] = {}
         self._needles: dict[tuple[str, tuple[str, bool] | None], pa.BooleanArray] = {}
-        self.with_json_frame: _Frame | None = None
+        self._json_view: _Frame | None = None  # these rows with_json, made once (see json_view)
 
     def json_view(self) -> _Frame:
         """These rows for a second look that searches the JSON text too; shared by the rules that look at them."""
-        if self.with_json_frame is None:
-            self.with_json_frame = _Frame(self.table, self.row_ids, with_json=True)
-        return self.with_json_frame
+        if self._json_view is None:
+            self._json_view = _Frame(self.table, self.row_ids, with_json=True)
+        return self._json_view
 
     def column(self, name: str) -> pa.ChunkedArray | pa.Array:
         if name not in self._columns:
@@ -795,26 +795,37 @@ class _Columns:
         return self._lists[column]
 
 
-class RowView:
+class _RemembersPaths:
+    """An event that remembers :func:`resolve` per path (a rule's list of 22 ports is 22 tests of one path)."""
+
+    __slots__ = ("_resolved",)
+
+    def __init__(self) -> None:
+        self._resolved: dict[tuple[str, ...], list[Any]] = {}
+
+    def get(self, key: str, default: Any = None) -> Any:
+        raise NotImplementedError
+
+    def values_at(self, path: tuple[str, ...]) -> list[Any]:
+        values = self._resolved.get(path)
+        if values is None:
+            values = self._resolved[path] = resolve(self, path)
+        return values
+
+
+class RowView(_RemembersPaths):
     """A row of EVENT_SCHEMA seen as a CloudTrail record, parsing a nested document only when a rule asks for it."""
 
-    __slots__ = ("columns", "position", "_parsed", "_resolved")
+    __slots__ = ("columns", "position", "_parsed")
 
     _TYPED = frozenset((*STRING_FIELDS, *BOOL_FIELDS))
     _JSON = frozenset(JSON_FIELDS)
 
     def __init__(self, columns: _Columns, position: int) -> None:
+        super().__init__()
         self.columns = columns
         self.position = position
         self._parsed: dict[str, Any] = {}
-        self._resolved: dict[tuple[str, ...], list[Any]] = {}
-
-    def values_at(self, path: tuple[str, ...]) -> list[Any]:
-        """:func:`resolve` on this row, remembered (a rule's list of 22 ports is 22 tests of one path)."""
-        values = self._resolved.get(path)
-        if values is None:
-            values = self._resolved[path] = resolve(self, path)
-        return values
 
     def typed(self, column: str) -> Any:
         """The value of a column of the row as the table stores it (None when absent)."""
@@ -900,7 +911,7 @@ def _decide(source: _Source, pending: list[tuple[int, Node, list[int]]]) -> list
     decided: list[tuple[pa.Array, int]] = []
     on_rows: list[tuple[int, Node, list[int]]] = []
     documents: dict[str, Any] = {}  # JSON text -> parsed, shared by every residual
-    by_document = _Compiler(_Document.values_at)
+    by_document = _Compiler(_RemembersPaths.values_at)
     for index, residual, rows in pending:
         column = _single_document(residual)
         if column is None or column not in source.column_names:
@@ -909,19 +920,18 @@ def _decide(source: _Source, pending: list[tuple[int, Node, list[int]]]) -> list
         positions = pa.array(rows, pa.int64())
         indices, texts = _encode(source.take(column, positions))
         check = by_document.compile(residual)
-        verdicts = []
-        for text in (*texts, None):
-            document = documents.get(text) if text is not None else None
-            if document is None and text is not None:
-                document = documents[text] = _parse_document(text)
-            verdicts.append(check(_Document(column, document)))
+        for text in texts:
+            if text not in documents:
+                documents[text] = _parse_document(text)
+        verdicts = [check(_Document(column, documents[text])) for text in texts]
+        verdicts.append(check(_Document(column, None)))  # the rows without the document
         if any(verdicts):
             decided.append((pc.filter(positions, pc.take(pa.array(verdicts, pa.bool_()), indices)), index))
     if on_rows:
         rows = sorted({row for _, _, group in on_rows for row in group})
         columns = _Columns(source, pa.array(rows, pa.int64()))
         views = {row: RowView(columns, position) for position, row in enumerate(rows)}
-        by_row = _Compiler(RowView.values_at)
+        by_row = _Compiler(_RemembersPaths.values_at)
         for index, residual, group in on_rows:
             check = by_row.compile(residual)
             matched = [row for row in group if check(views[row])]
@@ -953,30 +963,23 @@ def _has_keywords(node: Node) -> bool:
     return False
 
 
-class _Document:
+class _Document(_RemembersPaths):
     """One parsed document seen as an event holding only it: what a single-document residual needs."""
 
-    __slots__ = ("column", "value", "_resolved")
+    __slots__ = ("column", "value")
 
     def __init__(self, column: str, value: Any) -> None:
+        super().__init__()
         self.column = column
         self.value = value
-        self._resolved: dict[tuple[str, ...], list[Any]] = {}
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.value if key == self.column and self.value is not None else default
 
-    def values_at(self, path: tuple[str, ...]) -> list[Any]:
-        """:func:`resolve`, remembered (a rule's list of 22 ports is 22 tests of one path)."""
-        values = self._resolved.get(path)
-        if values is None:
-            values = self._resolved[path] = resolve(self, path)
-        return values
-
 
 class _Compiler:
     """Compiles residual predicates into closures that judge as `Node.evaluate` does; `values_at` is how a field
-    test reads its values from the events they are given (RowView.values_at, _Document.values_at)."""
+    test reads its values from the events they are given (_RemembersPaths.values_at)."""
 
     def __init__(self, values_at: Callable[[Any, tuple[str, ...]], list[Any]]) -> None:
         self.values_at = values_at
