@@ -31,12 +31,12 @@ def test_a_database_created_by_the_first_migration_upgrades_to_the_latest_keepin
     assert "elevation_heartbeat" not in sa.inspect(engine).get_table_names()
 
     upgrade(engine)
-    assert current_revision(engine) == "0003"
+    assert current_revision(engine) == "0004"
     assert "elevation_heartbeat" in sa.inspect(engine).get_table_names()
     with engine.connect() as conn:
         assert queue.get_request(conn, request_id)["justification"] == "障害調査"
     upgrade(engine)  # idempotent
-    assert current_revision(engine) == "0003"
+    assert current_revision(engine) == "0004"
 
 
 def test_the_migrated_schema_matches_what_the_code_reads_and_writes(empty_database):
@@ -106,3 +106,29 @@ def test_the_outside_roles_may_do_what_they_are_for_and_nothing_else(postgres_ur
             with pytest.raises(sa.exc.ProgrammingError, match="permission denied"), engine.begin() as conn:
                 conn.exec_driver_sql(f"SET ROLE {role}")
                 conn.exec_driver_sql(statement)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"duration_minutes": 0},
+        {"duration_minutes": -30},
+        {"duration_minutes": 10**9},
+        {"start_at": "infinity"},
+        {"start_at": "10000-01-01 00:00:00+00"},
+        {"start_at": "0044-03-15 12:00:00+00"},
+        {"start_at": "1970-01-01 00:00:00+00"},
+    ],
+    ids=lambda values: "-".join(f"{key}={value}" for key, value in values.items()),
+)
+def test_the_database_refuses_absurd_times_and_durations_at_insert(empty_database, values):
+    engine = create_engine_for_url(empty_database)
+    upgrade(engine)
+    row = {"requester": "alice", "account_id": "111122223333", "permission_set": "ReadOnlyAccess",
+           "duration_minutes": 30, "status": "pending", "revoke_attempts": 0, **values}
+    columns = ", ".join(row)
+    placeholders = ", ".join(f":{key}" for key in row)
+    with pytest.raises(sa.exc.DBAPIError, match="sensible|duration_minutes must be|out of range"):
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"INSERT INTO elevation_request ({columns}, created_at) "
+                                 f"VALUES ({placeholders}, CURRENT_TIMESTAMP)"), row)

@@ -39,6 +39,7 @@ requests = sa.Table(
     sa.Column("claimed_by", sa.Text),
     sa.Column("claimed_until", UtcDateTime),
     sa.Column("updated_at", UtcDateTime),
+    sa.Column("submitted_by", sa.Text),
 )
 
 actions = sa.Table(
@@ -53,6 +54,8 @@ actions = sa.Table(
     sa.Column("processed_at", UtcDateTime),
     sa.Column("outcome", sa.String(16)),
     sa.Column("outcome_reason", sa.Text),
+    sa.Column("claimed_by", sa.Text),
+    sa.Column("claimed_until", UtcDateTime),
 )
 
 sessions = sa.Table(
@@ -77,6 +80,8 @@ sessions = sa.Table(
     sa.Column("assignment_removed_at", UtcDateTime),
     sa.Column("kept_because", sa.Text),
     sa.Column("last_error", sa.Text),
+    sa.Column("creation_sent_at", UtcDateTime),
+    sa.Column("assignment_preexisted", sa.Boolean),
 )
 
 events = sa.Table(
