@@ -87,6 +87,7 @@ def run_grants(runtime: Runtime) -> GrantSummary:
             settings=settings,
             on_outcome=lambda outcome: _settle(runtime, outcome, summary),
             sleep=runtime.sleep,
+            monotonic=runtime.monotonic,
         )
 
 

@@ -63,6 +63,7 @@ def run_revocations(runtime: Runtime) -> RevocationSummary:
             settings=settings,
             on_outcome=lambda outcome: _settle(runtime, outcome, summary),
             sleep=runtime.sleep,
+            monotonic=runtime.monotonic,
         )
         _remove_unconfirmed_grants(runtime, settings, summary)
     except Exception as error:
@@ -308,6 +309,7 @@ def _remove_unconfirmed_grants(runtime: Runtime, settings: PollSettings, summary
         settings=settings,
         on_outcome=settle,
         sleep=runtime.sleep,
+        monotonic=runtime.monotonic,
     )
 
 

@@ -37,6 +37,7 @@ class Runtime:
     actor: str
     clock: Callable[[], datetime] = utcnow
     sleep: Callable[[float], None] = time.sleep
+    monotonic: Callable[[], float] = time.monotonic  # for poll bounds; a simulation drives it with its own clock
     worker: str = field(default_factory=lambda: f"worker-{time.monotonic_ns()}")
 
     @property
