@@ -580,6 +580,37 @@ def test_identity_store_and_organizations(emu: AwsEmulator, ic: IdentityCenter) 
     assert org.list_parents(ChildId=account)["Parents"] == [{"Id": ou, "Type": "ORGANIZATIONAL_UNIT"}]
 
 
+def test_list_parents_of_a_child_outside_the_organization_is_child_not_found(emu: AwsEmulator) -> None:
+    """botocore's organizations model: ListParents answers ChildNotFoundException (moto: AccountNotFound...)."""
+    org = emu.client("organizations", NO_RETRY)
+    assert "ChildNotFoundException" in [
+        shape.name for shape in org.meta.service_model.operation_model("ListParents").error_shapes
+    ]
+    with pytest.raises(ClientError) as exc:  # AWS checks for the organization first
+        org.list_parents(ChildId=ACCOUNT_A)
+    assert error_code(exc) == "AWSOrganizationsNotInUseException"
+
+    org.create_organization(FeatureSet="ALL")
+    root = org.list_roots()["Roots"][0]["Id"]
+    member = org.create_account(Email="member@example.com", AccountName="member")["CreateAccountStatus"][
+        "AccountId"
+    ]
+    assert org.list_parents(ChildId=member)["Parents"] == [{"Id": root, "Type": "ROOT"}]
+
+    for stranger in (ACCOUNT_A, "ou-abcd-12345678"):  # an account and an OU that are not in the organization
+        with pytest.raises(org.exceptions.ChildNotFoundException) as exc:
+            org.list_parents(ChildId=stranger)
+        assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+        assert exc.value.response["ResponseMetadata"]["HTTPHeaders"]["x-amzn-errortype"] == (
+            "ChildNotFoundException"
+        )
+        assert "ChildId" in exc.value.response["Error"]["Message"]
+
+    with pytest.raises(org.exceptions.InvalidInputException) as exc:  # neither an account id nor an OU id
+        org.list_parents(ChildId="not-a-child")
+    assert exc.value.response["Reason"] == "INVALID_PATTERN"
+
+
 # --------------------------------------------------------------------------- lifecycle of the emulator itself
 
 

@@ -77,6 +77,76 @@ Deviations from plain moto, and why
    JSON ``{"__type", "message"}`` with ``x-amzn-ErrorType`` (XML
    ``ErrorResponse`` for query protocols). botocore therefore raises a genuine
    ``ClientError``, and retries it as it would retry AWS.
+8. ListParents for a child that is not in the organization. moto answers
+   AccountNotFoundException or OrganizationalUnitNotFoundException (by the
+   kind of id); AWS, per botocore's organizations model, answers
+   ChildNotFoundException (HTTP 400). The emulator answers that, and like AWS
+   checks the organization first (AWSOrganizationsNotInUseException) and
+   answers InvalidInputException (``Reason`` INVALID_PATTERN) for a ChildId
+   that is neither a 12-digit account id nor an OU id.
+
+The control endpoint
+--------------------
+The controls above are reachable from outside the process, so a test can
+drive a real ``airflow dags test`` subprocess and anyone can rehearse an
+outage against the sandbox. They are served on the emulator's own port (it
+binds 127.0.0.1 only) under ``/_emulator``, a prefix no AWS protocol uses
+(JSON and query calls post to ``/``, and an S3 bucket name cannot begin with
+``_``). Control requests are neither recorded in the call log nor faulted.
+Bodies are JSON objects; absent fields take the defaults of the Python
+methods; an unknown field, a wrong type or a refused value gets HTTP 400
+``{"error": "..."}``; an unknown route 404 (with the list of routes), a
+wrong method 405. Successful writes answer ``{"ok": true}``.
+
+GET    /_emulator
+    ``{"routes": [...]}``.
+GET    /_emulator/status
+    endpoint_url, region, account_id, calls_recorded, faults_remaining,
+    creations_in_flight, max_creations_in_flight.
+GET    /_emulator/calls?since=N
+    ``{"since", "next", "operations": [...], "counts": {operation: n}}``: the
+    operations recorded from index N (default 0) on, in arrival order, and
+    their counts; ask from ``next`` next time. reset() restarts the indexes.
+DELETE /_emulator/calls
+    Clear the call log.
+GET    /_emulator/assignments?AccountId=...&PrincipalId=...
+    ``{"assignments": [{InstanceArn, AccountId, PermissionSetArn,
+    PrincipalType, PrincipalId}]}``: the assignments that exist now in the
+    emulator's region, duplicates included. Query fields (any of those five)
+    filter by exact value.
+POST   /_emulator/identity-center/hold-creations     ``{"polls": 1}``
+POST   /_emulator/identity-center/hold-deletions     ``{"polls": 1}``
+    New requests answer IN_PROGRESS for that many describes; null: forever.
+POST   /_emulator/identity-center/release-creations  ``{"polls": 0}``
+POST   /_emulator/identity-center/release-deletions  ``{"polls": 0}``
+    Requests already made and still IN_PROGRESS (a hold applies to the
+    requests made under it) end after that many more describes. Answers
+    ``{"ok": true, "released": n}``.
+POST   /_emulator/identity-center/fail-creations     ``{"reason": "...", "times": 1}``
+POST   /_emulator/identity-center/fail-deletions     ``{"reason": "...", "times": 1}``
+POST   /_emulator/identity-center/omit-status-creations  ``{"times": 1}``
+POST   /_emulator/faults/errors
+    ``{"operation": "...", "error_code": "...", "http_status": 400,
+    "message": "injected fault", "times": 1}``
+POST   /_emulator/faults/delays
+    ``{"operation": "...", "seconds": 1.5, "times": 1}``
+POST   /_emulator/faults/clear
+    Drop every injected error and delay not yet consumed.
+POST   /_emulator/reset  ``{"keep_aws_state": false}``
+    Everything, as ``AwsEmulator.reset()`` (moto state too: in the sandbox
+    that wipes the demo organization); with true, only the controls
+    (``reset_controls()``: default holds, no faults or pending failures).
+
+For example, against the sandbox (``python -m elevation.devkit.sandbox``)::
+
+    curl -s -X POST 127.0.0.1:5000/_emulator/identity-center/hold-creations -d '{"polls": null}'
+    curl -s -X POST 127.0.0.1:5000/_emulator/faults/errors \\
+        -d '{"operation": "DeleteAccountAssignment", "error_code": "ThrottlingException", "times": 3}'
+    curl -s '127.0.0.1:5000/_emulator/calls?since=0'
+    curl -s '127.0.0.1:5000/_emulator/assignments?AccountId=123456789012'
+
+From Python, ``EmulatorControl(endpoint_url)`` wraps these routes with the
+method names and defaults of the in-process controls (plus ``wait_for_call``).
 
 Kept as in moto, on purpose
 ---------------------------
@@ -116,15 +186,18 @@ import json
 import logging
 import re
 import signal
+import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, Literal
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode
 from xml.sax.saxutils import escape
 
 import boto3
@@ -138,7 +211,15 @@ from moto.moto_server.werkzeug_app import (
 )
 from werkzeug.serving import BaseWSGIServer, make_server
 
-__all__ = ["AwsEmulator", "CallLog", "FaultInjector", "IdentityCenterControl"]
+__all__ = [
+    "AwsEmulator",
+    "CallLog",
+    "EmulatorControl",
+    "EmulatorControlError",
+    "FaultInjector",
+    "IdentityCenterControl",
+    "RecordedCalls",
+]
 
 log = logging.getLogger(__name__)
 
@@ -146,8 +227,12 @@ DUMMY_CREDENTIAL = "testing"
 # moto maps every unknown access key (such as "testing") to this account.
 MOTO_ACCOUNT_ID = "123456789012"
 LOOPBACK = "127.0.0.1"
+# The control endpoint's path prefix. No AWS protocol uses it: JSON and query calls post to "/", REST paths
+# start with a version or a resource, and an S3 bucket name cannot begin with "_".
+CONTROL_PREFIX = "/_emulator"
 
 SSO_ADMIN_TARGET = "SWBExternalService"
+ORGANIZATIONS_TARGET = "AWSOrganizationsV20161128"
 JSON_CONTENT_TYPE = "application/x-amz-json-1.1"
 
 IN_PROGRESS, SUCCEEDED, FAILED = "IN_PROGRESS", "SUCCEEDED", "FAILED"
@@ -168,6 +253,8 @@ _FETCH_ALL = 1_000_000
 
 _ASSIGNMENT_FIELDS = ("TargetId", "TargetType", "PermissionSetArn", "PrincipalType", "PrincipalId")
 _ACCOUNT_ID = re.compile(r"^\d{12}$")
+# botocore's ChildId pattern, anchored as AWS means it (the model's "^a|b$" binds the anchors to one side each).
+_CHILD_ID = re.compile(r"^(?:\d{12}|ou-[0-9a-z]{4,32}-[a-z0-9]{8,32})$")
 _SESSION_DURATION = re.compile(r"^PT(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?$")
 
 RequestKind = Literal["creation", "deletion"]
@@ -179,11 +266,12 @@ RequestKind = Literal["creation", "deletion"]
 class _AwsError(Exception):
     """An AWS-shaped error that a middleware handler answers with instead of a result."""
 
-    def __init__(self, code: str, message: str, status: int = 400) -> None:
+    def __init__(self, code: str, message: str, status: int = 400, **fields: str) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
         self.status = status
+        self.fields = fields  # modeled members beyond the message, such as Organizations' "Reason"
 
 
 @dataclass
@@ -213,7 +301,9 @@ def _json_reply(payload: dict[str, Any], status: int = 200) -> _Reply:
     return _Reply(status, headers, json.dumps(payload).encode())
 
 
-def _error_reply(protocol: str, code: str, message: str, status: int) -> _Reply:
+def _error_reply(
+    protocol: str, code: str, message: str, status: int, fields: dict[str, str] | None = None
+) -> _Reply:
     """An error in the shape botocore parses for the protocol, so the client raises ClientError(code)."""
     request_id = str(uuid.uuid4())
     if protocol == "query":
@@ -228,7 +318,8 @@ def _error_reply(protocol: str, code: str, message: str, status: int) -> _Reply:
         ("x-amzn-RequestId", request_id),
         ("x-amzn-ErrorType", code),
     ]
-    return _Reply(status, headers, json.dumps({"__type": code, "message": message}).encode())
+    payload = {"__type": code, "message": message, **(fields or {})}
+    return _Reply(status, headers, json.dumps(payload).encode())
 
 
 @dataclass
@@ -388,6 +479,13 @@ class CallLog:
         with self._lock:
             return Counter(self._operations)
 
+    def since(self, index: int = 0) -> tuple[list[str], int]:
+        """The operations recorded from position `index` on, and the index to ask from next time."""
+        if index < 0:
+            raise ValueError("index must be >= 0")
+        with self._lock:
+            return self._operations[index:], len(self._operations)
+
     def clear(self) -> None:
         with self._lock:
             self._operations.clear()
@@ -434,17 +532,22 @@ class IdentityCenterControl:
 
     def _reset_state(self) -> None:
         with self._lock:
-            self._creation_polls: int | None = 1
-            self._deletion_polls: int | None = 1
-            self._creation_failures: deque[str] = deque()
-            self._deletion_failures: deque[str] = deque()
-            self._omit_status_creations = 0
+            self._restore_defaults()
             self._requests: dict[str, _StatusRequest] = {}
             self._in_flight = 0
             self._max_in_flight = 0
             # (instance ARN, account id) -> permission set ARNs, in provisioning order
             self._provisioned: dict[tuple[str, str], dict[str, None]] = {}
             self._provisioning_requests: dict[str, dict[str, Any]] = {}
+
+    def _restore_defaults(self) -> None:
+        """The default holds, no pending failure or missing status; requests already made keep theirs."""
+        with self._lock:
+            self._creation_polls: int | None = 1
+            self._deletion_polls: int | None = 1
+            self._creation_failures: deque[str] = deque()
+            self._deletion_failures: deque[str] = deque()
+            self._omit_status_creations = 0
 
     # -- public controls
 
@@ -480,6 +583,27 @@ class IdentityCenterControl:
             raise ValueError("times must be >= 1")
         with self._lock:
             self._deletion_failures.extend([reason] * times)
+
+    def release_creations(self, polls: int = 0) -> int:
+        """Creations already made and still IN_PROGRESS turn terminal after `polls` more describes.
+
+        A hold only applies to the requests made under it, so this is how a held creation is let through
+        (for example after the worker that waited on it was killed). Returns how many were released.
+        """
+        return self._release("creation", polls)
+
+    def release_deletions(self, polls: int = 0) -> int:
+        """Same as release_creations, for DeleteAccountAssignment."""
+        return self._release("deletion", polls)
+
+    def _release(self, kind: RequestKind, polls: int) -> int:
+        if polls is None or polls < 0:
+            raise ValueError("polls must be >= 0")
+        with self._lock:
+            pending = [r for r in self._requests.values() if r.kind == kind and not r.terminal]
+            for request in pending:
+                request.polls_left = polls
+            return len(pending)
 
     @property
     def creations_in_flight(self) -> int:
@@ -596,15 +720,19 @@ class _EmulatorApp:
         faults: FaultInjector,
         control: IdentityCenterControl,
         calls: CallLog,
+        region: str,
     ) -> None:
         self._inner = inner
         self._lock = lock
         self._faults = faults
         self._control = control
         self._calls = calls
+        self._region = region
+        self.port = 0  # set once the server is bound; used by the emulator's own reads of moto
+        self.control_endpoint: Callable[[dict[str, Any], bytes], _Reply] | None = None
         self._generation = 0
         self._wake = threading.Event()
-        self._sso_handlers: dict[str, Callable[[_Call], _Reply]] = {
+        sso_handlers: dict[str, Callable[[_Call], _Reply]] = {
             "CreateAccountAssignment": self._create_account_assignment,
             "DeleteAccountAssignment": self._delete_account_assignment,
             "DescribeAccountAssignmentCreationStatus": self._describe_creation,
@@ -621,6 +749,10 @@ class _EmulatorApp:
             "ListPermissionSets": self._paged_from_moto("PermissionSets"),
             "ListInstances": self._paged_from_moto("Instances"),
         }
+        self._handlers: dict[tuple[str, str], Callable[[_Call], _Reply]] = {
+            **{(SSO_ADMIN_TARGET, operation): handler for operation, handler in sso_handlers.items()},
+            (ORGANIZATIONS_TARGET, "ListParents"): self._list_parents,
+        }
 
     def interrupt_delays(self) -> None:
         """Wake and drop every delayed request (on reset/stop), so none lands in the next test's state."""
@@ -634,6 +766,9 @@ class _EmulatorApp:
         if path.startswith("/moto-api") or path == "/favicon.ico":
             with self._lock:
                 return self._call_inner(environ, "rest").send(start_response)
+        if (path == CONTROL_PREFIX or path.startswith(CONTROL_PREFIX + "/")) and self.control_endpoint:
+            # Not an AWS call: neither recorded nor faulted. The controls take the shared lock themselves.
+            return self.control_endpoint(environ, _read_body(environ)).send(start_response)
 
         call = _Call.parse(environ, _read_body(environ))
         self._calls._record(call.operation)
@@ -654,11 +789,11 @@ class _EmulatorApp:
             return self._dispatch(call).send(start_response)
 
     def _dispatch(self, call: _Call) -> _Reply:
-        handler = self._sso_handlers.get(call.operation) if call.target_prefix == SSO_ADMIN_TARGET else None
+        handler = self._handlers.get((call.target_prefix, call.operation))
         try:
             return handler(call) if handler else self._forward(call)
         except _AwsError as exc:
-            return _error_reply(call.protocol, exc.code, exc.message, exc.status)
+            return _error_reply(call.protocol, exc.code, exc.message, exc.status, exc.fields)
         except Exception as exc:  # an emulator bug must still answer in the AWS shape
             log.exception("emulator failed on %s", call.operation)
             return _error_reply(call.protocol, "InternalFailure", f"emulator raised {exc!r}", 500)
@@ -922,6 +1057,94 @@ class _EmulatorApp:
             )
         return reply
 
+    # -- the emulator's own reads of moto (control endpoint): not recorded, never faulted
+
+    def _own_call(self, signing_name: str, target_prefix: str) -> _Call:
+        """A stand-in request to base moto calls on: the emulator's region, moto's default account."""
+        environ: dict[str, Any] = {
+            "REQUEST_METHOD": "POST",
+            "SCRIPT_NAME": "",
+            "PATH_INFO": "/",
+            "QUERY_STRING": "",
+            "SERVER_NAME": LOOPBACK,
+            "SERVER_PORT": str(self.port),
+            "SERVER_PROTOCOL": "HTTP/1.1",
+            "REMOTE_ADDR": LOOPBACK,
+            "HTTP_HOST": f"{LOOPBACK}:{self.port}",
+            "CONTENT_TYPE": JSON_CONTENT_TYPE,
+            # moto reads the service and region from the credential scope, and the account from the key.
+            "HTTP_AUTHORIZATION": (
+                f"AWS4-HMAC-SHA256 Credential={DUMMY_CREDENTIAL}/20250101/{self._region}/{signing_name}/"
+                "aws4_request, SignedHeaders=host;x-amz-target, Signature=0"
+            ),
+            "wsgi.version": (1, 0),
+            "wsgi.url_scheme": "http",
+            "wsgi.input": io.BytesIO(b""),
+            "wsgi.errors": sys.stderr,
+            "wsgi.multithread": True,
+            "wsgi.multiprocess": False,
+            "wsgi.run_once": False,
+        }
+        return _Call(environ, b"", "json", target_prefix, "", {})
+
+    def existing_assignments(self) -> list[dict[str, str]]:
+        """Every account assignment moto holds in the emulator's region, duplicates included.
+
+        moto lists assignments per (account, permission set) only, so the accounts asked about are those the
+        emulator saw an assignment or a provisioning for, plus every account of the organization.
+        """
+        sso = self._own_call("sso", SSO_ADMIN_TARGET)
+        organizations = self._own_call("organizations", ORGANIZATIONS_TARGET)
+        with self._lock:
+            try:
+                members = [a["Id"] for a in self._moto_list(organizations, "ListAccounts", {}, "Accounts")]
+            except _AwsError:  # no organization
+                members = []
+            found: list[dict[str, str]] = []
+            for instance in self._moto_list(sso, "ListInstances", {}, "Instances"):
+                instance_arn = instance["InstanceArn"]
+                for permission_set_arn in self._moto_list(
+                    sso, "ListPermissionSets", {"InstanceArn": instance_arn}, "PermissionSets"
+                ):
+                    accounts = self._control._accounts_of(instance_arn, permission_set_arn) + members
+                    for account in dict.fromkeys(accounts):
+                        listed = self._moto_list(
+                            sso,
+                            "ListAccountAssignments",
+                            {
+                                "InstanceArn": instance_arn,
+                                "AccountId": account,
+                                "PermissionSetArn": permission_set_arn,
+                            },
+                            "AccountAssignments",
+                        )
+                        found += [{"InstanceArn": instance_arn, **item} for item in listed]
+            return found
+
+    # -- organizations
+
+    def _list_parents(self, call: _Call) -> _Reply:
+        """AWS's errors for a child it cannot find: moto names the kind of id instead (Account/OU not found)."""
+        reply = self._forward(call)
+        if reply.status == 200:
+            return reply
+        error = _reply_error(reply)
+        if error.code not in ("AccountNotFoundException", "OrganizationalUnitNotFoundException"):
+            return reply
+        organization = self._moto(call, "DescribeOrganization", {})
+        if organization.status != 200:  # moto checks the child before the organization; AWS the other way round
+            raise _reply_error(organization)
+        if not _CHILD_ID.match(str(call.params.get("ChildId", ""))):
+            raise _AwsError(
+                "InvalidInputException",
+                "You provided a value that does not match the required pattern.",
+                Reason="INVALID_PATTERN",
+            )
+        raise _AwsError(
+            "ChildNotFoundException",
+            "We can't find an organizational unit (OU) or AWS account with the ChildId that you specified.",
+        )
+
 
 def _reply_error(reply: _Reply) -> _AwsError:
     """Turn moto's error answer into an _AwsError, so the handler can stop and pass it on."""
@@ -984,6 +1207,218 @@ def _decode_token(token: Any, scope: str) -> int:
     return offset
 
 
+# --------------------------------------------------------------------------- the control endpoint
+
+
+class _BadControlRequest(Exception):
+    """A control request the endpoint refuses (HTTP 400 unless told otherwise), with a message that says why."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+_REQUIRED: Any = object()
+
+
+class _Body:
+    """A control request's JSON object, read one typed field at a time; a field nobody read is a typo."""
+
+    def __init__(self, raw: bytes) -> None:
+        try:
+            data = json.loads(raw) if raw.strip() else {}
+        except ValueError as error:
+            raise _BadControlRequest(f"the body is not JSON: {error}") from None
+        if not isinstance(data, dict):
+            raise _BadControlRequest("the body must be a JSON object")
+        self._data: dict[str, Any] = data
+        self._read: set[str] = set()
+
+    def field(self, name: str, kinds: tuple[type, ...], default: Any = _REQUIRED, nullable: bool = False) -> Any:
+        self._read.add(name)
+        if name not in self._data:
+            if default is _REQUIRED:
+                raise _BadControlRequest(f'"{name}" is required')
+            return default
+        value = self._data[name]
+        if value is None and nullable:
+            return None
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            expected = " or ".join(kind.__name__ for kind in kinds) + (" or null" if nullable else "")
+            raise _BadControlRequest(f'"{name}" must be {expected}, not {json.dumps(value)}')
+        return value
+
+    def check_all_read(self) -> None:
+        unknown = sorted(set(self._data) - self._read)
+        if unknown:
+            raise _BadControlRequest(f"unknown field(s): {', '.join(unknown)}")
+
+
+_Route = Callable[[_Body, dict[str, list[str]]], dict[str, Any]]
+
+
+class _ControlEndpoint:
+    """The emulator's controls over HTTP, JSON in and out, under CONTROL_PREFIX on the emulator's own port."""
+
+    def __init__(self, emulator: AwsEmulator) -> None:
+        self._emulator = emulator
+        ic = "/identity-center"
+        self._routes: dict[tuple[str, str], _Route] = {
+            ("GET", ""): self._index,
+            ("GET", "/status"): self._status,
+            ("GET", "/calls"): self._calls,
+            ("DELETE", "/calls"): self._clear_calls,
+            ("GET", "/assignments"): self._assignments,
+            ("POST", f"{ic}/hold-creations"): self._hold("creations"),
+            ("POST", f"{ic}/hold-deletions"): self._hold("deletions"),
+            ("POST", f"{ic}/release-creations"): self._release("creations"),
+            ("POST", f"{ic}/release-deletions"): self._release("deletions"),
+            ("POST", f"{ic}/fail-creations"): self._fail("creations"),
+            ("POST", f"{ic}/fail-deletions"): self._fail("deletions"),
+            ("POST", f"{ic}/omit-status-creations"): self._omit_status,
+            ("POST", "/faults/errors"): self._inject,
+            ("POST", "/faults/delays"): self._delay,
+            ("POST", "/faults/clear"): self._clear_faults,
+            ("POST", "/reset"): self._reset,
+        }
+
+    def __call__(self, environ: dict[str, Any], body: bytes) -> _Reply:
+        method = environ.get("REQUEST_METHOD", "GET")
+        path = environ.get("PATH_INFO", "")[len(CONTROL_PREFIX) :].rstrip("/")
+        allowed = sorted(m for m, p in self._routes if p == path)
+        if not allowed:
+            return _control_reply({"error": f"no control route {CONTROL_PREFIX}{path}", **self._index()}, 404)
+        if method not in allowed:
+            reply = _control_reply({"error": f"{CONTROL_PREFIX}{path} answers {', '.join(allowed)}"}, 405)
+            reply.headers.append(("Allow", ", ".join(allowed)))
+            return reply
+        query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+        try:
+            parsed = _Body(body)
+            payload = self._routes[(method, path)](parsed, query)
+            parsed.check_all_read()
+        except _BadControlRequest as error:
+            return _control_reply({"error": str(error)}, error.status)
+        except ValueError as error:  # a control refused the value (times < 1, polls < 0, ...)
+            return _control_reply({"error": str(error)}, 400)
+        return _control_reply(payload)
+
+    # -- reads
+
+    def _index(self, *_: object) -> dict[str, Any]:
+        return {"routes": [f"{method} {CONTROL_PREFIX}{path}" for method, path in self._routes]}
+
+    def _status(self, *_: object) -> dict[str, Any]:
+        emulator = self._emulator
+        return {
+            "endpoint_url": emulator.endpoint_url,
+            "region": emulator.region,
+            "account_id": emulator.account_id,
+            "calls_recorded": len(emulator.calls.operations()),
+            "faults_remaining": emulator.faults.remaining,
+            "creations_in_flight": emulator.identity_center.creations_in_flight,
+            "max_creations_in_flight": emulator.identity_center.max_creations_in_flight,
+        }
+
+    def _calls(self, body: _Body, query: dict[str, list[str]]) -> dict[str, Any]:
+        _only_query(query, {"since"})
+        raw = query.get("since", ["0"])[-1]
+        if not raw.isdigit():
+            raise _BadControlRequest(f'"since" must be an index >= 0, not {raw!r}')
+        since = int(raw)
+        operations, following = self._emulator.calls.since(since)
+        return {"since": since, "next": following, "operations": operations, "counts": Counter(operations)}
+
+    def _clear_calls(self, *_: object) -> dict[str, Any]:
+        self._emulator.calls.clear()
+        return {"ok": True}
+
+    def _assignments(self, body: _Body, query: dict[str, list[str]]) -> dict[str, Any]:
+        filters = {"InstanceArn", "AccountId", "PermissionSetArn", "PrincipalType", "PrincipalId"}
+        _only_query(query, filters)
+        wanted = {key: values[-1] for key, values in query.items()}
+        found = [
+            item
+            for item in self._emulator.assignments()
+            if all(item.get(key) == value for key, value in wanted.items())
+        ]
+        return {"assignments": found}
+
+    # -- controls
+
+    def _hold(self, kind: str) -> _Route:
+        def route(body: _Body, query: dict[str, list[str]]) -> dict[str, Any]:
+            polls = body.field("polls", (int,), default=1, nullable=True)
+            control = self._emulator.identity_center
+            (control.hold_creations if kind == "creations" else control.hold_deletions)(polls)
+            return {"ok": True}
+
+        return route
+
+    def _release(self, kind: str) -> _Route:
+        def route(body: _Body, query: dict[str, list[str]]) -> dict[str, Any]:
+            polls = body.field("polls", (int,), default=0)
+            control = self._emulator.identity_center
+            release = control.release_creations if kind == "creations" else control.release_deletions
+            return {"ok": True, "released": release(polls)}
+
+        return route
+
+    def _fail(self, kind: str) -> _Route:
+        def route(body: _Body, query: dict[str, list[str]]) -> dict[str, Any]:
+            default = DEFAULT_CREATION_FAILURE if kind == "creations" else DEFAULT_DELETION_FAILURE
+            reason = body.field("reason", (str,), default=default)
+            times = body.field("times", (int,), default=1)
+            control = self._emulator.identity_center
+            (control.fail_next_creations if kind == "creations" else control.fail_next_deletions)(reason, times)
+            return {"ok": True}
+
+        return route
+
+    def _omit_status(self, body: _Body, query: dict[str, list[str]]) -> dict[str, Any]:
+        self._emulator.identity_center.omit_status_next_creations(body.field("times", (int,), default=1))
+        return {"ok": True}
+
+    def _inject(self, body: _Body, query: dict[str, list[str]]) -> dict[str, Any]:
+        self._emulator.faults.inject(
+            body.field("operation", (str,)),
+            body.field("error_code", (str,)),
+            http_status=body.field("http_status", (int,), default=400),
+            message=body.field("message", (str,), default="injected fault"),
+            times=body.field("times", (int,), default=1),
+        )
+        return {"ok": True}
+
+    def _delay(self, body: _Body, query: dict[str, list[str]]) -> dict[str, Any]:
+        self._emulator.faults.delay(
+            body.field("operation", (str,)),
+            body.field("seconds", (int, float)),
+            times=body.field("times", (int,), default=1),
+        )
+        return {"ok": True}
+
+    def _clear_faults(self, *_: object) -> dict[str, Any]:
+        self._emulator.faults.clear()
+        return {"ok": True}
+
+    def _reset(self, body: _Body, query: dict[str, list[str]]) -> dict[str, Any]:
+        if body.field("keep_aws_state", (bool,), default=False):
+            self._emulator.reset_controls()
+        else:
+            self._emulator.reset()
+        return {"ok": True}
+
+
+def _only_query(query: dict[str, list[str]], known: set[str]) -> None:
+    unknown = sorted(set(query) - known)
+    if unknown:
+        raise _BadControlRequest(f"unknown query parameter(s): {', '.join(unknown)}")
+
+
+def _control_reply(payload: dict[str, Any], status: int = 200) -> _Reply:
+    return _Reply(status, [("Content-Type", "application/json")], json.dumps(payload).encode())
+
+
 # --------------------------------------------------------------------------- the server
 
 
@@ -1037,9 +1472,12 @@ class AwsEmulator:
                 self.faults,
                 self.identity_center,
                 self.calls,
+                self.region,
             )
+            app.control_endpoint = _ControlEndpoint(self)
             handler = MotoRequestHandler if self._verbose else _QuietRequestHandler
             server = make_server(LOOPBACK, self._port, app, threaded=True, request_handler=handler)
+            app.port = server.server_port
             thread = threading.Thread(
                 target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="aws-emulator", daemon=True
             )
@@ -1060,6 +1498,11 @@ class AwsEmulator:
             self._thread.join(timeout=10)
             self._server = self._thread = self._app = None
 
+    @property
+    def control_url(self) -> str:
+        """The control endpoint: http://127.0.0.1:<port>/_emulator (see the module docstring)."""
+        return self.endpoint_url + CONTROL_PREFIX
+
     def __enter__(self) -> AwsEmulator:
         return self.start()
 
@@ -1075,6 +1518,22 @@ class AwsEmulator:
             self.faults.clear()
             self.identity_center._reset_state()
             self.calls.clear()
+
+    def reset_controls(self) -> None:
+        """Back to the default holds, without faults or pending failures; AWS state and the call log stay.
+
+        Requests already made keep the hold they were made under (release them with release_creations).
+        """
+        with self._lock:
+            self.faults.clear()
+            self.identity_center._restore_defaults()
+
+    def assignments(self) -> list[dict[str, str]]:
+        """The account assignments that exist now (InstanceArn, AccountId, PermissionSetArn, PrincipalType,
+        PrincipalId), duplicates included; read without being recorded or faulted."""
+        if self._app is None:
+            raise RuntimeError("AwsEmulator is not started; call start() first")
+        return self._app.existing_assignments()
 
     def client(self, service: str, config: Config | None = None) -> Any:
         """A boto3 client for `service` pointed at the emulator, with dummy credentials."""
@@ -1111,6 +1570,150 @@ class AwsEmulator:
                 "extra": {"endpoint_url": self.endpoint_url, "region_name": self.region},
             }
         )
+
+
+# --------------------------------------------------------------------------- the control client
+
+
+class EmulatorControlError(RuntimeError):
+    """The control endpoint refused a request (bad field, unknown route) or could not be reached."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class RecordedCalls:
+    """Operations the emulator recorded from index `since` on, in arrival order; ask from `next` next time."""
+
+    since: int
+    next: int
+    operations: list[str]
+
+    def count(self, operation: str) -> int:
+        return self.operations.count(operation)
+
+    @property
+    def counts(self) -> Counter[str]:
+        return Counter(self.operations)
+
+
+class EmulatorControl:
+    """The emulator's controls from another process (a test driving a subprocess, a script, a shell).
+
+    A thin client of the HTTP control endpoint: the same names and defaults as IdentityCenterControl,
+    FaultInjector and CallLog in process. `endpoint_url` is the emulator's (http://127.0.0.1:<port>).
+    """
+
+    def __init__(self, endpoint_url: str, timeout: float = 10.0) -> None:
+        self.url = endpoint_url.rstrip("/") + CONTROL_PREFIX
+        self.timeout = timeout
+
+    def _request(
+        self, method: str, route: str, body: dict[str, Any] | None = None, query: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        url = self.url + route + (f"?{urlencode(query)}" if query else "")
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(
+            url, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return json.loads(response.read() or b"{}")
+        except urllib.error.HTTPError as error:
+            try:
+                message = json.loads(error.read()).get("error", error.reason)
+            except ValueError:
+                message = error.reason
+            raise EmulatorControlError(f"{method} {url}: {error.code} {message}", error.code) from None
+        except (urllib.error.URLError, OSError) as error:
+            raise EmulatorControlError(f"{method} {url}: {error}") from None
+
+    # -- reads
+
+    def status(self) -> dict[str, Any]:
+        """Endpoint, region, account, and the counters (calls recorded, faults remaining, creations in flight)."""
+        return self._request("GET", "/status")
+
+    def calls(self, since: int = 0) -> RecordedCalls:
+        data = self._request("GET", "/calls", query={"since": since})
+        return RecordedCalls(data["since"], data["next"], data["operations"])
+
+    def clear_calls(self) -> None:
+        self._request("DELETE", "/calls")
+
+    def wait_for_call(
+        self, operation: str, *, since: int = 0, timeout: float = 30.0, interval: float = 0.1
+    ) -> RecordedCalls:
+        """Poll until `operation` has been recorded at or after index `since`; the calls seen by then."""
+        deadline = time.monotonic() + timeout
+        while True:
+            seen = self.calls(since)
+            if seen.count(operation):
+                return seen
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"{operation} not called within {timeout} s (saw {dict(seen.counts)})")
+            time.sleep(interval)
+
+    def assignments(self, **filters: str) -> list[dict[str, str]]:
+        """Assignments that exist now; filters by exact field (AccountId=..., PrincipalId=..., ...)."""
+        return self._request("GET", "/assignments", query=filters)["assignments"]
+
+    # -- Identity Center
+
+    def hold_creations(self, polls: int | None = 1) -> None:
+        self._request("POST", "/identity-center/hold-creations", {"polls": polls})
+
+    def hold_deletions(self, polls: int | None = 1) -> None:
+        self._request("POST", "/identity-center/hold-deletions", {"polls": polls})
+
+    def release_creations(self, polls: int = 0) -> int:
+        return int(self._request("POST", "/identity-center/release-creations", {"polls": polls})["released"])
+
+    def release_deletions(self, polls: int = 0) -> int:
+        return int(self._request("POST", "/identity-center/release-deletions", {"polls": polls})["released"])
+
+    def fail_next_creations(self, reason: str | None = None, times: int = 1) -> None:
+        body: dict[str, Any] = {"times": times, **({"reason": reason} if reason is not None else {})}
+        self._request("POST", "/identity-center/fail-creations", body)
+
+    def fail_next_deletions(self, reason: str | None = None, times: int = 1) -> None:
+        body: dict[str, Any] = {"times": times, **({"reason": reason} if reason is not None else {})}
+        self._request("POST", "/identity-center/fail-deletions", body)
+
+    def omit_status_next_creations(self, times: int = 1) -> None:
+        self._request("POST", "/identity-center/omit-status-creations", {"times": times})
+
+    # -- wire faults
+
+    def inject(
+        self,
+        operation: str,
+        error_code: str,
+        *,
+        http_status: int = 400,
+        message: str = "injected fault",
+        times: int = 1,
+    ) -> None:
+        body = {
+            "operation": operation,
+            "error_code": error_code,
+            "http_status": http_status,
+            "message": message,
+            "times": times,
+        }
+        self._request("POST", "/faults/errors", body)
+
+    def delay(self, operation: str, seconds: float, *, times: int = 1) -> None:
+        self._request("POST", "/faults/delays", {"operation": operation, "seconds": seconds, "times": times})
+
+    def clear_faults(self) -> None:
+        self._request("POST", "/faults/clear", {})
+
+    def reset(self, *, keep_aws_state: bool = False) -> None:
+        """Everything, as AwsEmulator.reset(); or, with keep_aws_state, the controls only (reset_controls)."""
+        self._request("POST", "/reset", {"keep_aws_state": keep_aws_state})
 
 
 # --------------------------------------------------------------------------- command line
