@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import subprocess
+import sys
+import time
 from datetime import UTC
 
 import pytest
@@ -9,7 +13,7 @@ import sqlalchemy as sa
 
 from elevation.store import queue
 from elevation.store.database import create_engine_for_url
-from elevation.store.migrations import current_revision, upgrade
+from elevation.store.migrations import current_revision, head_revision, upgrade
 from elevation.store.tables import metadata
 
 
@@ -128,7 +132,85 @@ def test_the_database_refuses_absurd_times_and_durations_at_insert(empty_databas
            "duration_minutes": 30, "status": "pending", "revoke_attempts": 0, **values}
     columns = ", ".join(row)
     placeholders = ", ".join(f":{key}" for key in row)
-    with pytest.raises(sa.exc.DBAPIError, match="sensible|duration_minutes must be|out of range"):
-        with engine.begin() as conn:
-            conn.execute(sa.text(f"INSERT INTO elevation_request ({columns}, created_at) "
-                                 f"VALUES ({placeholders}, CURRENT_TIMESTAMP)"), row)
+    with pytest.raises(sa.exc.DBAPIError, match="sensible|duration_minutes must be|out of range"), \
+            engine.begin() as conn:
+        conn.execute(sa.text(f"INSERT INTO elevation_request ({columns}, created_at) "
+                             f"VALUES ({placeholders}, CURRENT_TIMESTAMP)"), row)
+
+
+def test_an_up_to_date_database_is_checked_in_one_query_without_alembic_and_without_a_word(
+    empty_database, monkeypatch, caplog
+):
+    engine = create_engine_for_url(empty_database)
+    upgrade(engine)
+
+    def alembic_must_not_run(*args, **kwargs):
+        raise AssertionError("Alembic ran on an up-to-date database")
+
+    monkeypatch.setattr("alembic.command.upgrade", alembic_must_not_run)
+    statements = []
+    sa.event.listen(engine, "before_cursor_execute", lambda conn, cursor, statement, *rest: statements.append(statement))
+    with caplog.at_level(logging.DEBUG):
+        upgrade(engine)
+    assert [record.getMessage() for record in caplog.records if record.levelno >= logging.INFO] == []
+    assert [statement for statement in statements if not statement.startswith(("BEGIN", "SELECT 1"))] == [
+        "SELECT version_num \nFROM elevation_schema_version"
+    ]
+
+
+def test_a_new_process_finds_an_up_to_date_database_without_loading_alembic(empty_database):
+    upgrade(create_engine_for_url(empty_database))
+    script = (
+        "import logging, sys\n"
+        "logging.basicConfig(level=logging.DEBUG)\n"
+        "from elevation.store.database import create_engine_for_url\n"
+        "from elevation.store.migrations import upgrade\n"
+        "upgrade(create_engine_for_url(sys.argv[1]))\n"
+        "assert not [name for name in sys.modules if name.startswith('alembic')], 'Alembic was loaded'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, empty_database], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert [line for line in done.stderr.splitlines() if not line.startswith("DEBUG:")] == []
+
+
+def test_the_head_read_from_the_scripts_is_the_one_alembic_reads():
+    from alembic.script import ScriptDirectory
+
+    from elevation.store.migrations import _config
+
+    assert head_revision() == ScriptDirectory.from_config(_config(None)).get_current_head() == "0004"
+
+
+def test_a_database_behind_is_migrated_to_the_head_with_one_line_saying_from_where_to_where(empty_database, caplog):
+    engine = create_engine_for_url(empty_database)
+    upgrade(engine, "0001")
+    with caplog.at_level(logging.INFO):
+        upgrade(engine)
+    assert current_revision(engine) == head_revision() == "0004"
+    assert [record.getMessage() for record in caplog.records if record.levelno >= logging.INFO] == [
+        "elevation schema upgraded from 0001 to 0004"
+    ]
+
+
+def test_processes_upgrading_one_postgresql_database_at_once_migrate_it_once(postgres_url):
+    # Each process waits for the same moment, so their upgrades overlap; without the lock one fails on a table
+    # the other just created.
+    start = time.time() + 3
+    script = (
+        "import logging, sys, time\n"
+        "logging.basicConfig(level=logging.INFO)\n"
+        "from elevation.store.database import create_engine_for_url\n"
+        "from elevation.store.migrations import upgrade\n"
+        "engine = create_engine_for_url(sys.argv[1])\n"
+        "time.sleep(max(0.0, float(sys.argv[2]) - time.time()))\n"
+        "upgrade(engine)\n"
+    )
+    processes = [subprocess.Popen([sys.executable, "-c", script, postgres_url, str(start)], stderr=subprocess.PIPE,
+                                  text=True) for _ in range(4)]
+    errors = [process.communicate(timeout=120)[1] for process in processes]
+    assert [process.returncode for process in processes] == [0, 0, 0, 0], errors
+    engine = create_engine_for_url(postgres_url)
+    assert current_revision(engine) == "0004"
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM elevation_schema_version")).scalar() == 1
+    assert sum("upgraded from an empty database to 0004" in error for error in errors) == 1
