@@ -68,50 +68,6 @@ def test_times_are_stored_in_utc_whatever_zone_they_came_in(empty_database):
     assert start.utcoffset() == timedelta(0)
 
 
-def test_the_outside_roles_may_do_what_they_are_for_and_nothing_else(postgres_url):
-    from elevation.resources import data_path
-
-    engine = create_engine_for_url(postgres_url)
-    upgrade(engine)
-    with engine.begin() as conn:
-        conn.exec_driver_sql((data_path("sql") / "postgresql_intake_role.sql").read_text())
-    insert = ("INSERT INTO elevation_request (requester, account_id, permission_set, duration_minutes, "
-              "justification) VALUES ('alice', '111122223333', 'X', 60, 'j')")
-    with engine.begin() as conn:
-        conn.exec_driver_sql("SET ROLE elevation_intake")
-        conn.exec_driver_sql(insert)
-        assert conn.execute(sa.text("SELECT status, status_reason FROM elevation_request")).one() == ("pending", None)
-    with engine.begin() as conn:
-        conn.exec_driver_sql("SET ROLE elevation_decisions")
-        conn.exec_driver_sql("INSERT INTO elevation_action (request_id, action, actor) VALUES (1, 'approve', 'bob')")
-        conn.exec_driver_sql(
-            "INSERT INTO elevation_request (requester, account_id, permission_set, duration_minutes, status, "
-            "approver) VALUES ('alice', '111122223333', 'X', 60, 'approved', 'bob')"
-        )
-    forbidden = {
-        "elevation_intake": [
-            "INSERT INTO elevation_request (requester, account_id, permission_set, duration_minutes, status, "
-            "approver) VALUES ('a', '111122223333', 'X', 60, 'approved', 'bob')",
-            "INSERT INTO elevation_action (request_id, action, actor) VALUES (1, 'approve', 'bob')",
-            "SELECT justification FROM elevation_request",
-        ],
-        "elevation_decisions": ["SELECT * FROM elevation_event", "UPDATE elevation_action SET outcome = 'applied'"],
-    }
-    common = [
-        "UPDATE elevation_request SET status = 'active'",
-        "DELETE FROM elevation_request",
-        "SELECT claimed_by FROM elevation_request",
-        "SELECT * FROM elevation_session",
-        "INSERT INTO elevation_request (requester, account_id, permission_set, duration_minutes, granted_at) "
-        "VALUES ('a', '1', 'p', 1, now())",
-    ]
-    for role, statements in forbidden.items():
-        for statement in statements + common:
-            with pytest.raises(sa.exc.ProgrammingError, match="permission denied"), engine.begin() as conn:
-                conn.exec_driver_sql(f"SET ROLE {role}")
-                conn.exec_driver_sql(statement)
-
-
 @pytest.mark.parametrize(
     "values",
     [
