@@ -664,6 +664,13 @@ def test_start_is_idempotent(running: AwsEmulator) -> None:
     assert running.start() is running and running.endpoint_url == url
 
 
+def test_a_busy_port_raises_instead_of_exiting(running: AwsEmulator) -> None:
+    """werkzeug exits the process when the port is taken; the emulator is a library and raises OSError."""
+    port = int(running.endpoint_url.rsplit(":", 1)[1])
+    with pytest.raises(OSError, match="is in use"):
+        AwsEmulator(port=port).start()
+
+
 def test_command_line_serves_in_the_foreground() -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(

@@ -1476,7 +1476,10 @@ class AwsEmulator:
             )
             app.control_endpoint = _ControlEndpoint(self)
             handler = MotoRequestHandler if self._verbose else _QuietRequestHandler
-            server = make_server(LOOPBACK, self._port, app, threaded=True, request_handler=handler)
+            try:
+                server = make_server(LOOPBACK, self._port, app, threaded=True, request_handler=handler)
+            except SystemExit:  # werkzeug prints "Port ... is in use" and exits; a library raises instead
+                raise OSError(f"{LOOPBACK}:{self._port} is in use") from None
             app.port = server.server_port
             thread = threading.Thread(
                 target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="aws-emulator", daemon=True
