@@ -20,9 +20,10 @@ from elevation.store.tables import audits
 
 @pytest.fixture
 def simulated_day(world, configure, tmp_path, file_request, make_runtime):
-    """Yesterday, lived through the lifecycle with a simulated clock, and its CloudTrail activity in S3."""
+    """The day before yesterday, lived through the lifecycle with a simulated clock, and its CloudTrail activity
+    in S3 (two days back, so that the next night is over too by the real clock the DAGs audit with)."""
     configure(nightly_sections(tmp_path))
-    day = (datetime.now(UTC) - timedelta(days=1)).date()
+    day = (datetime.now(UTC) - timedelta(days=2)).date()
     at = lambda hour, minute=0: datetime.combine(day, time(0), tzinfo=UTC) + timedelta(hours=hour, minutes=minute)  # noqa: E731
     ids = {
         "break-glass": file_request(requester="dave", account_id="media-prod", permission_set="AdministratorAccess",

@@ -2,7 +2,8 @@
 
 Glue between the queue database (who had which session, when) and the domain code of `elevation.extract` and
 `elevation.audit`: it turns rows into `SessionIdentity` / `SessionFacts`, builds the configured event source from
-Airflow connections, and records each session's audit result (provisional while its window is open, final once).
+Airflow connections, and records each session's audit result: provisional until the session's window has closed
+by the real clock (plus CloudTrail's delivery margin) and within the audited night, then final, once.
 """
 
 from __future__ import annotations
@@ -71,6 +72,15 @@ def identity_of(row: sa.RowMapping, open_until: datetime | None = None) -> Sessi
         planned_end=planned_end,
         permission_set_session_duration=timedelta(seconds=row["permission_set_session_seconds"]),
     )
+
+
+def audit_is_final(window_end: datetime, night_end: datetime, now: datetime, delivery_margin: timedelta) -> bool:
+    """Whether a session's audit of a night can be final: no event of the session can still turn up.
+
+    Its window must close within the night (later events belong to later nights' partitions) and before the real
+    time `now` by more than the delivery margin (CloudTrail delivers late): a night audited before it is over, or
+    a window that closed minutes ago, is still provisional."""
+    return window_end <= night_end and window_end + delivery_margin < now
 
 
 def session_identities(runtime: Runtime, open_until: datetime | None = None) -> list[SessionIdentity]:
@@ -204,6 +214,7 @@ def run_audit(runtime: Runtime, night: date) -> AuditSummary:
 
     extract, audit = runtime.config.extract, runtime.config.audit
     start, end = night_window(night, extract.timezone)
+    now = runtime.now()  # the real clock: the logical time says nothing about which events have arrived
     with runtime.engine.connect() as conn:
         rows = {str(row["request_id"]): row for row in _session_rows(conn)}
     tonight = sessions_for_night([identity_of(row, end) for row in rows.values()], start, end)
@@ -237,7 +248,8 @@ def run_audit(runtime: Runtime, night: date) -> AuditSummary:
             granted_at=identity.granted_at,
             ended_at=identity.ended_at,
             window_end=window_end,
-            provisional=window_end > end or row["status"] in ("active", "ending"),
+            provisional=row["status"] in ("active", "ending")
+            or not audit_is_final(window_end, end, now, extract.delivery_margin),
         )
         table = events.filter(pc.equal(events["session_id"], identity.session_id))
         findings = by_session.get(identity.session_id, [])
