@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
 
 from elevation import cli
 from elevation.intake import run_intake
+from elevation.pools import IDENTITY_CENTER_POOL
 from elevation.store import queue
+from elevation.store.database import create_engine_for_url
+from elevation.store.migrations import current_revision, head_revision
 
 
 def test_request_approve_and_status_round_trip(world, engine, queue_url, make_runtime, capsys):
@@ -34,6 +44,73 @@ def test_bad_arguments_get_a_clear_error_and_a_nonzero_exit(queue_url, capsys):
     assert "there is no request 99" in capsys.readouterr().err
 
 
-def test_db_upgrade_reports_the_revision(tmp_path, capsys):
-    assert cli.main(["--database-url", f"sqlite:///{tmp_path}/new.db", "db", "upgrade"]) == 0
-    assert "schema at revision 0003" in capsys.readouterr().out
+@pytest.mark.parametrize("before_command", [True, False], ids=["option-first", "option-after-the-command"])
+def test_db_upgrade_takes_the_database_url_before_or_after_the_command(tmp_path, capsys, before_command):
+    url = ["--database-url", f"sqlite:///{tmp_path}/new.db"]
+    argv = [*url, "db", "upgrade", "--no-pool"] if before_command else ["db", "upgrade", *url, "--no-pool"]
+    assert cli.main(argv) == 0
+    assert f"schema at revision {head_revision()}" in capsys.readouterr().out
+    assert current_revision(create_engine_for_url(url[1])) == head_revision()
+
+
+def _identity_center_pool() -> Any:
+    from airflow.models.pool import Pool
+
+    return Pool.get_pool(IDENTITY_CENTER_POOL)
+
+
+def _delete_identity_center_pool() -> None:
+    from airflow.models.pool import Pool
+
+    if _identity_center_pool() is not None:
+        Pool.delete_pool(IDENTITY_CENTER_POOL)
+
+
+@pytest.fixture
+def no_pool(airflow_db: None) -> Iterator[None]:
+    """Airflow's test metadata database without the grant task's pool, before and after (it is shared)."""
+    _delete_identity_center_pool()
+    yield
+    _delete_identity_center_pool()
+
+
+def test_db_upgrade_creates_the_grant_tasks_pool_once_and_leaves_an_administrators_slots_alone(
+    no_pool, tmp_path, capsys
+):
+    from airflow.models.pool import Pool
+
+    argv = ["db", "upgrade", "--database-url", f"sqlite:///{tmp_path}/queue.db"]
+    assert cli.main(argv) == 0
+    assert f"Airflow pool {IDENTITY_CENTER_POOL} created with 1 slot(s)" in capsys.readouterr().out
+    pool = _identity_center_pool()
+    assert (pool.slots, pool.description) == (1, "Identity Center assignment creations")
+
+    Pool.create_or_update_pool(IDENTITY_CENTER_POOL, slots=2, description=pool.description, include_deferred=False)
+    assert cli.main(argv) == 0
+    assert f"Airflow pool {IDENTITY_CENTER_POOL} exists with 2 slot(s), left as it is" in capsys.readouterr().out
+    assert _identity_center_pool().slots == 2
+
+
+def test_db_upgrade_without_a_reachable_airflow_database_warns_how_to_make_the_pool_and_still_migrates(tmp_path):
+    missing = tmp_path / "no-airflow" / "airflow.db"
+    unreachable = (f"sqlite:///{missing}", "postgresql+psycopg2://airflow@127.0.0.1:1/airflow")
+    for number, metadata_url in enumerate(unreachable):
+        queue_url = f"sqlite:///{tmp_path}/queue-{number}.db"
+        done = subprocess.run(
+            [sys.executable, "-m", "elevation.cli", "db", "upgrade", "--database-url", queue_url],
+            env={**os.environ, "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_url},
+            capture_output=True, text=True, timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        assert f"schema at revision {head_revision()}" in done.stdout
+        assert f"warning: Airflow pool {IDENTITY_CENTER_POOL} not created" in done.stderr
+        assert f'airflow pools set {IDENTITY_CENTER_POOL} 1 "Identity Center assignment creations"' in done.stderr
+    assert not missing.exists()  # no empty metadata database left behind
+
+
+def test_db_upgrade_where_airflow_is_not_installed_warns_and_still_migrates(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "airflow.models.pool", None)  # what a missing package looks like to import
+    assert cli.main(["db", "upgrade", "--database-url", f"sqlite:///{tmp_path}/queue.db"]) == 0
+    out, err = capsys.readouterr()
+    assert f"schema at revision {head_revision()}" in out
+    assert "Airflow is not importable here" in err and f"airflow pools set {IDENTITY_CENTER_POOL}" in err

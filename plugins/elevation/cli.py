@@ -1,5 +1,6 @@
 """The `elevation` command: file requests, decide on them, read their state, migrate the database.
 
+`db upgrade` also creates the grant task's Airflow pool where Airflow runs (a missing pool stalls grants silently).
 Decisions are written as action rows and applied by the next `elevation_grants` run (every minute), through
 the same checks as the table, the form and the UI. `audit-events` (incident response on raw CloudTrail files)
 is registered by the audit package.
@@ -36,7 +37,33 @@ def _cmd_db_upgrade(args: argparse.Namespace) -> int:
     engine = _engine(args)
     upgrade(engine)
     print(f"schema at revision {current_revision(engine)}")
+    if not args.no_pool:
+        _ensure_pool()
     return 0
+
+
+def _ensure_pool() -> None:
+    """The grant task's pool, where Airflow runs; elsewhere a warning with the command that makes it by hand."""
+    from elevation.pools import (
+        CREATE_BY_HAND,
+        IDENTITY_CENTER_POOL,
+        PoolUnavailable,
+        ensure_identity_center_pool,
+    )
+
+    try:
+        created, slots = ensure_identity_center_pool()
+    except PoolUnavailable as error:
+        print(
+            f"warning: Airflow pool {IDENTITY_CENTER_POOL} not created: {error}. Without it the grant task "
+            f"waits forever; create it where Airflow runs: {CREATE_BY_HAND}",
+            file=sys.stderr,
+        )
+        return
+    if created:
+        print(f"Airflow pool {IDENTITY_CENTER_POOL} created with {slots} slot(s)")
+    else:
+        print(f"Airflow pool {IDENTITY_CENTER_POOL} exists with {slots} slot(s), left as it is")
 
 
 def _cmd_request(args: argparse.Namespace) -> int:
@@ -103,22 +130,34 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+DATABASE_URL_HELP = (
+    f"SQLAlchemy URL of the queue database (or ${DATABASE_ENV}; "
+    "default: the Airflow connection named in the configuration file)"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="elevation", description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--database-url",
-        help=f"SQLAlchemy URL of the queue database (or ${DATABASE_ENV}; "
-        "default: the Airflow connection named in the configuration file)",
-    )
+    parser.add_argument("--database-url", help=DATABASE_URL_HELP)
+    # Also accepted after the command (`elevation db upgrade --database-url X`); SUPPRESS keeps a value given
+    # before the command from being reset by the subcommand's default.
+    database = argparse.ArgumentParser(add_help=False)
+    database.add_argument("--database-url", default=argparse.SUPPRESS, help=DATABASE_URL_HELP)
     commands = parser.add_subparsers(dest="command", required=True)
 
     db = commands.add_parser("db", help="database schema")
     db_commands = db.add_subparsers(dest="db_command", required=True)
-    db_commands.add_parser("upgrade", help="apply the migrations in sql/migrations").set_defaults(
-        handler=_cmd_db_upgrade
+    db_upgrade = db_commands.add_parser(
+        "upgrade", parents=[database],
+        help="apply the migrations in sql/migrations; create the Airflow pool of the grant task",
     )
+    db_upgrade.add_argument(
+        "--no-pool", action="store_true",
+        help="do not create the Airflow pool (e.g. when Airflow runs elsewhere)",
+    )
+    db_upgrade.set_defaults(handler=_cmd_db_upgrade)
 
-    request = commands.add_parser("request", help="file a request for temporary access")
+    request = commands.add_parser("request", parents=[database], help="file a request for temporary access")
     request.add_argument("--requester", required=True)
     request.add_argument("--account", required=True)
     request.add_argument("--permission-set", required=True)
@@ -136,13 +175,13 @@ def build_parser() -> argparse.ArgumentParser:
         ("cancel", "cancel your request before it starts"),
         ("revoke", "end an active session early"),
     ):
-        action = commands.add_parser(name, help=text)
+        action = commands.add_parser(name, parents=[database], help=text)
         action.add_argument("request_id", type=int)
         action.add_argument("--as", dest="actor", help="your login (default: the OS user)")
         action.add_argument("--comment")
         action.set_defaults(handler=_cmd_action)
 
-    status = commands.add_parser("status", help="show one request, or the latest ones")
+    status = commands.add_parser("status", parents=[database], help="show one request, or the latest ones")
     status.add_argument("request_id", type=int, nargs="?")
     status.add_argument("--limit", type=int, default=20)
     status.set_defaults(handler=_cmd_status)
