@@ -1,4 +1,4 @@
-"""Every minute: apply decisions, validate new requests, and grant the approved ones whose start has come."""
+"""Every minute: grant the approved requests whose start has come, confirmed with AWS."""
 
 from __future__ import annotations
 
@@ -7,15 +7,16 @@ from airflow.sdk import dag, task
 
 DOC = """
 ### Grants
-Every minute, in two steps:
+Every minute: takes approved requests whose start has come (validated by `elevation_intake`), checks them against
+policy again, creates the IAM Identity Center account assignment and waits for AWS to confirm it (SUCCEEDED)
+before marking the request `active`. At most 10 creations are in flight; the task runs in the
+`elevation_identity_center` pool (created by `elevation db upgrade`; without it this task never starts, and
+`elevation_intake` fails to say so).
 
-1. **intake** applies approve / reject / cancel / revoke actions (from `elevation_action`, the decision form or
-   the command line), validates rows that outside systems inserted into `elevation_request` against the policy,
-   auto-approves what policy allows, and expires requests nobody decided in time. Bad rows end `rejected` with a
-   reason on the row.
-2. **grant** takes approved requests whose start has come, checks them against policy again, creates the
-   IAM Identity Center account assignment and waits for AWS to confirm it (SUCCEEDED) before marking the
-   request `active`. At most 10 creations are in flight; the task runs in the `elevation_identity_center` pool.
+A grant whose creation was sent is followed to its outcome even if its worker dies: a retry resumes it at once,
+another run once its claim lapses. A grant deferred because AWS is failing is a warning on the row; after
+`policy.grants.overdue_after` **this run fails**. An assignment that already existed outside the system is
+recorded as pre-existing and never removed at the session's end.
 
 Each run acts as of its logical date, so `airflow dags test elevation_grants <date>` replays any moment.
 """
@@ -32,19 +33,13 @@ Each run acts as of its logical date, so `airflow dags test elevation_grants <da
     doc_md=DOC,
 )
 def elevation_grants() -> None:
-    @task
-    def intake(**context: object) -> dict:
-        from elevation import jobs
-
-        return jobs.intake(context)
-
     @task(pool="elevation_identity_center")
     def grant(**context: object) -> dict:
         from elevation import jobs
 
         return jobs.grants(context)
 
-    intake() >> grant()
+    grant()
 
 
 elevation_grants()

@@ -7,7 +7,8 @@ from airflow.sdk import Param, dag, task
 
 DOC = """
 ### Request temporary access
-Fill in the form (**Trigger DAG**). The request is inserted into `elevation_request` exactly as an outside
+Fill in the form (**Trigger DAG**). You request as yourself: the requester is your Airflow login (or email),
+mapped to a person by `policy.people`. The request is inserted into `elevation_request` exactly as an outside
 system would insert it, then checked against the policy at once; the task log and its return value say
 whether it is `pending` (waiting for an approver), `approved` (no approval needed) or `rejected` (with why).
 Approvers decide with the `elevation_decide` form, the `elevation` command line, or a row in `elevation_action`.
@@ -23,7 +24,10 @@ Approvers decide with the `elevation_decide` form, the `elevation` command line,
     default_args={"owner": "platform", "retries": 0},
     doc_md=DOC,
     params={
-        "requester": Param("", type="string", minLength=1, maxLength=256, title="Your login or email"),
+        "requester": Param(
+            None, type=["null", "string"], maxLength=256,
+            title="Requester (only without a logged-in user: you always request as yourself)",
+        ),
         "account_id": Param("", type="string", pattern=r"^\d{12}$", title="AWS account id"),
         "permission_set": Param("", type="string", minLength=1, maxLength=256, title="Permission set name"),
         "principal_group": Param(None, type=["null", "string"], title="Group (instead of yourself)"),

@@ -226,3 +226,15 @@ def trail_bucket(emulator: Any, scenario: Scenario) -> str:
 def lake(scenario: Scenario) -> Iterator[CloudTrailLakeDouble]:
     with CloudTrailLakeDouble(scenario.records, page_size=7) as double:
         yield double
+
+
+@pytest.fixture
+def run_grant_cycle(run_dag):  # noqa: ANN001, ANN201
+    """What the scheduler does every minute for granting: `elevation_intake`, then `elevation_grants`; the state
+    of both runs (each must succeed for the cycle to)."""
+
+    def _cycle(logical_date: datetime) -> str:
+        states = {run_dag(dag_id, logical_date).state for dag_id in ("elevation_intake", "elevation_grants")}
+        return "success" if states == {"success"} else "failed"
+
+    return _cycle

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import re
 from datetime import UTC, datetime
 
 import pytest
@@ -124,19 +123,19 @@ def test_actions_from_a_state_that_does_not_allow_them_are_refused_on_every_path
     elif path == "cli":
         assert cli.main(["--database-url", queue_url, action, str(request_id), "--as", actor]) == 0
     if path == "form":
-        from elevation.jobs import decide
+        from elevation.jobs import ActionRefused, decide
 
-        state = decide({"request_id": request_id, "action": action, "actor": actor},
-                       {"dag_run": None, "logical_date": datetime.now(UTC)})
-        assert state["action"]["outcome"] == "refused"
-        reason = state["action"]["outcome_reason"]
+        with pytest.raises(ActionRefused, match=f"{action} of request {request_id} by {actor} refused: cannot"):
+            decide({"request_id": request_id, "action": action, "actor": actor},
+                   {"dag_run": None, "logical_date": datetime.now(UTC)})
     else:
         run_intake(make_runtime())
-        with engine.connect() as conn:
-            recorded = conn.execute(queue.actions.select()).mappings().one()
-        assert recorded["outcome"] == "refused"
-        reason = recorded["outcome_reason"]
-    assert re.fullmatch(f"cannot {action} a request that is {start.value}", reason)
+    with engine.connect() as conn:
+        recorded = conn.execute(queue.actions.select()).mappings().one()
+    assert recorded["outcome"] == "refused"
+    reason = recorded["outcome_reason"]
+    hint = "; end it early with revoke" if (start, action) == (Status.ACTIVE, "cancel") else ""
+    assert reason == f"cannot {action} a request that is {start.value}{hint}"
     assert request_row(request_id)["status"] == start.value
 
 
@@ -163,7 +162,7 @@ def test_the_forms_file_and_decide_through_the_real_dags(world, engine, request_
 
     decide = dagbag.get_dag("elevation_decide")
     refused = decide.test(logical_date=now, run_conf={"request_id": request_id, "action": "approve", "actor": "erin"})
-    assert refused.state == "success"
+    assert refused.state == "failed"  # a refused decision is a failed run, not a green one with an info line
     assert request_row(request_id)["status"] == "pending"  # erin cannot approve her own request
     approved = decide.test(logical_date=now, run_conf={"request_id": request_id, "action": "approve", "actor": "carol"})
     assert approved.state == "success"
@@ -171,13 +170,26 @@ def test_the_forms_file_and_decide_through_the_real_dags(world, engine, request_
     assert (row["status"], row["decided_by"], row["justification"]) == ("approved", "carol", "リリース作業 <release>")
 
 
-def test_the_decision_form_acts_as_the_logged_in_user_not_as_the_actor_parameter():
+@pytest.mark.parametrize("field", ["actor", "requester"])
+def test_the_forms_act_as_the_logged_in_user_never_in_someone_elses_name(field):
     from types import SimpleNamespace
 
-    from elevation.jobs import decision_actor
+    from elevation.jobs import acting_user
 
     logged_in = {"dag_run": SimpleNamespace(triggering_user_name="carol")}
-    assert decision_actor({"actor": "bob"}, logged_in) == "carol"
-    assert decision_actor({"actor": "bob"}, {"dag_run": SimpleNamespace(triggering_user_name="dag_test")}) == "bob"
-    with pytest.raises(ValueError, match="no actor"):
-        decision_actor({"actor": None}, {"dag_run": None})
+    assert acting_user({field: None}, logged_in, field) == "carol"
+    assert acting_user({field: "carol"}, logged_in, field) == "carol"
+    with pytest.raises(PermissionError, match=f"{field}='dave', but the run was triggered by 'carol'"):
+        acting_user({field: "dave"}, logged_in, field)
+    no_user = {"dag_run": SimpleNamespace(triggering_user_name="dag_test")}
+    assert acting_user({field: "bob"}, no_user, field) == "bob"
+    with pytest.raises(ValueError, match=f"no {field}"):
+        acting_user({field: None}, {"dag_run": None}, field)
+
+
+def test_deciding_on_a_request_that_does_not_exist_fails_saying_so(engine, make_runtime, world):
+    from elevation.jobs import ActionRefused, decide
+
+    with pytest.raises(ActionRefused, match="there is no request 4242"):
+        decide({"request_id": 4242, "action": "approve", "actor": "bob"},
+               {"dag_run": None, "logical_date": datetime.now(UTC)})

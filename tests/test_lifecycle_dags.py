@@ -9,23 +9,23 @@ from elevation.store import queue
 
 
 def test_request_is_approved_granted_confirmed_and_revoked_through_the_dags(
-    world, engine, file_request, request_row, run_dag
+    world, engine, file_request, request_row, run_dag, run_grant_cycle
 ):
     now = datetime.now(UTC)
     request_id = file_request(requester="alice", start_at=now + minutes(5), duration_minutes=60)
 
-    assert run_dag("elevation_grants", now).state == "success"
+    assert run_grant_cycle(now) == "success"
     assert request_row(request_id)["status"] == "pending"  # Staging needs an approver
     assert not world.has_assignment("alice", "media-stg", "PowerUserAccess")
 
     with engine.begin() as conn:
         queue.insert_action(conn, request_id, "approve", "bob", "go ahead")
-    assert run_dag("elevation_grants", now + minutes(1)).state == "success"
+    assert run_grant_cycle(now + minutes(1)) == "success"
     row = request_row(request_id)
     assert (row["status"], row["decided_by"]) == ("scheduled", "bob")
     assert not world.has_assignment("alice", "media-stg", "PowerUserAccess")
 
-    assert run_dag("elevation_grants", now + minutes(6)).state == "success"
+    assert run_grant_cycle(now + minutes(6)) == "success"
     row = request_row(request_id)
     assert row["status"] == "active" and row["granted_at"] is not None
     assert world.has_assignment("alice", "media-stg", "PowerUserAccess")
@@ -42,12 +42,12 @@ def test_request_is_approved_granted_confirmed_and_revoked_through_the_dags(
     assert world.has_assignment("alice", "media-stg", "ReadOnlyAccess")
 
 
-def test_every_transition_and_aws_call_is_in_the_event_log(world, engine, file_request, run_dag):
+def test_every_transition_and_aws_call_is_in_the_event_log(world, engine, file_request, run_dag, run_grant_cycle):
     now = datetime.now(UTC)
     request_id = file_request(
         requester="dave", account_id="media-prod", permission_set="AdministratorAccess", start_at=now
     )
-    run_dag("elevation_grants", now)
+    run_grant_cycle(now)
     run_dag("elevation_revocations", now + minutes(61))
     with engine.connect() as conn:
         events = conn.execute(queue.events.select().order_by(queue.events.c.id)).mappings().all()
@@ -65,14 +65,14 @@ def test_every_transition_and_aws_call_is_in_the_event_log(world, engine, file_r
     assert all(e["actor"].startswith("dag:elevation_") for e in calls)
 
 
-def test_a_rerun_of_the_grant_never_creates_a_second_assignment(world, file_request, request_row, run_dag):
+def test_a_rerun_of_the_grant_never_creates_a_second_assignment(world, file_request, request_row, run_dag, run_grant_cycle):
     now = datetime.now(UTC)
     request_id = file_request(
         requester="dave", account_id="media-prod", permission_set="AdministratorAccess", start_at=now
     )
-    run_dag("elevation_grants", now)
-    run_dag("elevation_grants", now)
-    run_dag("elevation_grants", now + minutes(1))
+    run_grant_cycle(now)
+    run_grant_cycle(now)
+    run_grant_cycle(now + minutes(1))
     assert request_row(request_id)["status"] == "active"
     assert world.emulator.calls.count("CreateAccountAssignment") == 1
     assert world.assignments("media-prod", "AdministratorAccess") == [("USER", world.users["dave"])]

@@ -47,11 +47,13 @@ def confirm_all(
     on_outcome: Callable[[Outcome[Item]], None],
     sleep: Callable[[float], None] = time.sleep,
     monotonic: Callable[[], float] = time.monotonic,
+    heartbeat: Callable[[], None] | None = None,
 ) -> None:
     """Start each item (bounded in flight), poll, and hand every item's outcome to `on_outcome` as it settles.
 
     `start` returns the request's first status, or an Outcome directly when nothing needs waiting for (already
-    present, already gone, refused).
+    present, already gone, refused). `heartbeat` is called once per polling round: the caller renews its claims
+    there, so a live worker keeps them and a dead one's lapse.
     """
     waiting = deque(items)
     in_flight: dict[int, tuple[Item, AssignmentStatus, float]] = {}
@@ -70,6 +72,8 @@ def confirm_all(
                 in_flight[id(item)] = (item, started, monotonic())
         if not in_flight:
             continue
+        if heartbeat is not None:
+            heartbeat()
         sleep(interval)
         interval = min(interval * 2, settings.max_interval.total_seconds())
         for key, (item, last, started_at) in list(in_flight.items()):

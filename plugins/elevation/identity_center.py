@@ -25,6 +25,10 @@ class IdentityCenterError(RuntimeError):
     """A lookup failed in a way the request itself explains (unknown user, permission set...)."""
 
 
+class AccountNotInOrganization(IdentityCenterError):
+    """The account id is well formed but not in the organization: the request is wrong, not AWS unavailable."""
+
+
 @dataclass(frozen=True)
 class PermissionSet:
     arn: str
@@ -246,34 +250,36 @@ class IdentityCenter:
                     break
                 child = parents[0]["Id"]
         except ClientError as error:
-            if error_code(error) not in (
-                "AccessDeniedException",
-                "ChildNotFoundException",
-                "AWSOrganizationsNotInUseException",
-            ):
+            if error_code(error) in ("ChildNotFoundException", "AccountNotFoundException"):
+                # AWS answers ChildNotFoundException; some emulators AccountNotFoundException. Both: not ours.
+                raise AccountNotInOrganization(
+                    f"account {account_id} is not in the organization"
+                ) from error
+            if error_code(error) not in ("AccessDeniedException", "AWSOrganizationsNotInUseException"):
                 raise
         self._account_ous[account_id] = chain
         return chain
 
     # --- assignments --------------------------------------------------------------------------------------
 
+    def assignments_of_pair(self, account_id: str, permission_set_arn: str) -> set[tuple[str, str]]:
+        """(principal type, principal id) of every assignment of the permission set in the account (all pages)."""
+        return {
+            (str(assignment.get("PrincipalType")), str(assignment.get("PrincipalId")))
+            for assignment in self._pages(
+                "ListAccountAssignments",
+                self.clients.sso_admin,
+                "AccountAssignments",
+                InstanceArn=self.instance_arn,
+                AccountId=account_id,
+                PermissionSetArn=permission_set_arn,
+            )
+        }
+
     def assignment_exists(
         self, account_id: str, permission_set_arn: str, principal_type: str, principal_id: str
     ) -> bool:
-        for assignment in self._pages(
-            "ListAccountAssignments",
-            self.clients.sso_admin,
-            "AccountAssignments",
-            InstanceArn=self.instance_arn,
-            AccountId=account_id,
-            PermissionSetArn=permission_set_arn,
-        ):
-            if (
-                assignment.get("PrincipalId") == principal_id
-                and assignment.get("PrincipalType") == principal_type
-            ):
-                return True
-        return False
+        return (principal_type, principal_id) in self.assignments_of_pair(account_id, permission_set_arn)
 
     def _assignment(
         self, account_id: str, permission_set_arn: str, principal_type: str, principal_id: str

@@ -12,12 +12,14 @@ from datetime import datetime, timedelta
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from elevation.identity_center import IdentityCenterError
+from elevation.identity_center import AccountNotInOrganization, IdentityCenterError
 from elevation.lifecycle import Status, TransitionRefused, transition_for_action
+from elevation.needs import grant_in_flight
 from elevation.policy import RequestFacts, Verdict, basic_problem, check_approver, evaluate_request
 from elevation.runtime import Runtime
 from elevation.store import queue
 from elevation.store.database import UnreadableTime
+from elevation.store.tables import requests
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,11 @@ class RequestBusy(RuntimeError):
     """A grant or revocation holds the request right now; its actions wait for the next run."""
 
 
+#: Times outside this range are mistakes or attacks (the database refuses them at insert since migration 0004;
+#: older rows, or rows written around the constraint, are rejected here).
+SENSIBLE_YEARS = range(2000, 2200)
+
+
 def request_window(row: queue.Row) -> tuple[datetime, datetime] | str:
     """(start, end) of the request, or the problem with its times (start defaults to when it was inserted)."""
     if isinstance(row["created_at"], UnreadableTime):
@@ -48,11 +55,16 @@ def request_window(row: queue.Row) -> tuple[datetime, datetime] | str:
         )
     start = row["start_at"] if row["start_at"] is not None else row["created_at"]
     if isinstance(start, UnreadableTime):
-        return f"start_at {start.raw!r} is not a valid time (use ISO 8601, UTC)"
+        return f"start_at {start.raw!r} is not a valid time (use ISO 8601 in UTC, e.g. 2026-11-28 09:30:00)"
+    if start.year not in SENSIBLE_YEARS:
+        return f"start_at {start.isoformat()} is not a sensible time (years 2000 to 2199)"
     duration = row["duration_minutes"]
     if not isinstance(duration, int):
         return f"duration_minutes {duration!r} is not a whole number"
-    return start, start + timedelta(minutes=duration)
+    try:
+        return start, start + timedelta(minutes=duration)
+    except OverflowError:
+        return f"duration_minutes {duration} is absurd"
 
 
 def facts_of(row: queue.Row, start: datetime, approver: str | None) -> RequestFacts:
@@ -114,21 +126,27 @@ def _directory_facts(runtime: Runtime, facts: RequestFacts) -> tuple[str | None,
         return f"permission set {facts.permission_set!r} does not exist in Identity Center", [], []
     if facts.principal_group is not None and ic.group_id(facts.principal_group) is None:
         return f"group {facts.principal_group!r} does not exist in Identity Center", [], []
-    return None, ic.groups_of_user(user_id), ic.account_ous(facts.account_id)
+    try:
+        ous = ic.account_ous(facts.account_id)
+    except AccountNotInOrganization as error:
+        return str(error), [], []
+    return None, ic.groups_of_user(user_id), ous
 
 
 # --- the intake step ----------------------------------------------------------------------------------------
 
 
 def run_intake(runtime: Runtime) -> IntakeSummary:
-    """One pass: actions first (an approval may arrive with the row), then new rows, then expiry."""
+    """One pass: actions first (an approval may arrive with the row), then new rows, then expiry.
+
+    Rows and actions are claimed (like grants claim theirs), so concurrent intakes never judge the same one twice,
+    and judged one at a time: one that cannot be read or judged ends rejected (or refused) with the reason, and
+    the others proceed.
+    """
     summary = IntakeSummary()
-    for step in (apply_actions, validate_new_requests, expire_undecided):
-        try:
-            step(runtime, summary)
-        except queue.StaleRequest as error:
-            # Another intake (a form run, say) moved a row first; the rest of this step waits for the next run.
-            log.info("%s: %s", step.__name__, error)
+    apply_actions(runtime, summary)
+    validate_new_requests(runtime, summary)
+    expire_undecided(runtime, summary)
     return summary
 
 
@@ -147,6 +165,8 @@ def _reject(
             actor=runtime.actor,
             at=at,
             reason=reason,
+            claimed_by=None,
+            claimed_until=None,
             **extra,
         )
     summary.rejected.append((row["id"], reason))
@@ -154,74 +174,99 @@ def _reject(
 
 
 def validate_new_requests(runtime: Runtime, summary: IntakeSummary) -> None:
-    with runtime.engine.connect() as conn:
-        rows = queue.unvalidated_requests(conn)
-    for row in rows:
-        if row["status"] not in (Status.PENDING, Status.APPROVED):
-            continue  # made by an older version or by hand; nothing to validate
-        if row["client_request_id"]:
-            with runtime.engine.connect() as conn:
-                first = queue.earlier_request_with_client_id(conn, row["client_request_id"], row["id"])
-            if first is not None:
-                _reject(
-                    runtime,
-                    row,
-                    f"duplicate client_request_id {row['client_request_id']!r}: already used by request {first}",
-                    summary,
-                )
-                continue
-        inserted_approved = row["status"] == Status.APPROVED
-        if inserted_approved and not row["approver"]:
-            _reject(runtime, row, "inserted as approved without an approver", summary)
-            continue
+    claimed = queue.claim(
+        runtime.engine,
+        statuses=[Status.PENDING, Status.APPROVED],
+        where=[requests.c.validated_at.is_(None)],
+        worker=runtime.worker,
+        now=runtime.now(),
+        lease=runtime.lease,
+    )
+    for row in claimed:
         try:
-            verdict = check_request(runtime, row, approver=row["approver"] if inserted_approved else None)
-        except CheckUnavailable as error:
-            _warn(runtime, row["id"], str(error))
-            continue
-        if not verdict.ok:
-            _reject(runtime, row, verdict.reason, summary)
-            continue
-        window = request_window(row)
-        assert not isinstance(window, str)
-        at = runtime.now()
-        with runtime.engine.begin() as conn:
-            bookkeeping = {"validated_at": at, "end_at": window[1], "start_at": window[0]}
-            if not inserted_approved and row["approver"]:
-                bookkeeping["approver"] = None  # naming an approver on a pending row approves nothing
+            _validate(runtime, row, summary)
+        except queue.StaleRequest as error:
+            log.info("request %s: %s", row["id"], error)  # another intake judged it first
+        except Exception as error:  # one row that cannot be judged never holds up the others
+            log.exception("request %s could not be judged", row["id"])
+            _reject_unjudgeable(runtime, row, f"could not be judged: {type(error).__name__}: {error}", summary)
+        finally:
+            with runtime.engine.begin() as conn:
+                queue.release(conn, row["id"], runtime.worker)
 
-            if inserted_approved:
-                queue.update_request(
-                    conn, row["id"], decided_by=row["approver"], decided_at=at, **bookkeeping
-                )
-                queue.record_event(
-                    conn,
-                    at=at,
-                    kind="validated",
-                    actor=runtime.actor,
-                    request_id=row["id"],
-                    detail={"approved_by": row["approver"]},
-                )
-            elif verdict.auto_approval_rule:
-                queue.transition(
-                    conn,
-                    row["id"],
-                    expected=Status.PENDING,
-                    target=Status.APPROVED,
-                    reason_code="auto_approved",
-                    actor=runtime.actor,
-                    at=at,
-                    reason=f"no approval needed under rule {verdict.auto_approval_rule!r}",
-                    decided_by=f"policy:{verdict.auto_approval_rule}",
-                    decided_at=at,
-                    auto_approval_rule=verdict.auto_approval_rule,
-                    **bookkeeping,
-                )
-                summary.auto_approved += 1
-            else:
-                queue.update_request(conn, row["id"], **bookkeeping)
-                queue.record_event(conn, at=at, kind="validated", actor=runtime.actor, request_id=row["id"])
-        summary.validated += 1
+
+def _reject_unjudgeable(runtime: Runtime, row: queue.Row, reason: str, summary: IntakeSummary) -> None:
+    try:
+        _reject(runtime, row, reason[:1000], summary)
+    except Exception:  # even rejecting failed: leave a warning naming the row, and go on with the others
+        log.exception("request %s could not be rejected either", row["id"])
+        _warn(runtime, row["id"], f"request {row['id']} is quarantined: {reason[:1000]}")
+
+
+def _validate(runtime: Runtime, row: queue.Row, summary: IntakeSummary) -> None:
+    if row["client_request_id"]:
+        with runtime.engine.connect() as conn:
+            first = queue.earlier_request_with_client_id(
+                conn, row["client_request_id"], row["id"], row["submitted_by"]
+            )
+        if first is not None:
+            _reject(
+                runtime,
+                row,
+                f"duplicate client_request_id {row['client_request_id']!r}: already used by request {first}",
+                summary,
+            )
+            return
+    inserted_approved = row["status"] == Status.APPROVED
+    if inserted_approved and not row["approver"]:
+        _reject(runtime, row, "inserted as approved without an approver", summary)
+        return
+    try:
+        verdict = check_request(runtime, row, approver=row["approver"] if inserted_approved else None)
+    except CheckUnavailable as error:
+        _warn(runtime, row["id"], str(error))
+        return
+    if not verdict.ok:
+        _reject(runtime, row, verdict.reason, summary)
+        return
+    window = request_window(row)
+    assert not isinstance(window, str)
+    at = runtime.now()
+    with runtime.engine.begin() as conn:
+        bookkeeping = {"validated_at": at, "end_at": window[1], "start_at": window[0]}
+        if not inserted_approved and row["approver"]:
+            bookkeeping["approver"] = None  # naming an approver on a pending row approves nothing
+
+        if inserted_approved:
+            queue.mark_validated(conn, row["id"], decided_by=row["approver"], decided_at=at, **bookkeeping)
+            queue.record_event(
+                conn,
+                at=at,
+                kind="validated",
+                actor=runtime.actor,
+                request_id=row["id"],
+                detail={"approved_by": row["approver"]},
+            )
+        elif verdict.auto_approval_rule:
+            queue.transition(
+                conn,
+                row["id"],
+                expected=Status.PENDING,
+                target=Status.APPROVED,
+                reason_code="auto_approved",
+                actor=runtime.actor,
+                at=at,
+                reason=f"no approval needed under rule {verdict.auto_approval_rule!r}",
+                decided_by=f"policy:{verdict.auto_approval_rule}",
+                decided_at=at,
+                auto_approval_rule=verdict.auto_approval_rule,
+                **bookkeeping,
+            )
+            summary.auto_approved += 1
+        else:
+            queue.mark_validated(conn, row["id"], **bookkeeping)
+            queue.record_event(conn, at=at, kind="validated", actor=runtime.actor, request_id=row["id"])
+    summary.validated += 1
 
 
 def _warn(runtime: Runtime, request_id: int | None, message: str) -> None:
@@ -237,49 +282,115 @@ def _warn(runtime: Runtime, request_id: int | None, message: str) -> None:
         )
 
 
+@dataclass
+class _Decision:
+    """What an action would do to its request; written together with the action's outcome, or not at all."""
+
+    expected: Status
+    target: Status
+    reason_code: str
+    reason: str | None
+    updates: dict[str, object]
+
+
 def apply_actions(runtime: Runtime, summary: IntakeSummary) -> None:
-    """Approve / reject / cancel / revoke, from the action table (written by outside systems, the form, the CLI)."""
-    with runtime.engine.connect() as conn:
-        pending = queue.unprocessed_actions(conn)
-    for action in pending:
+    """Approve / reject / cancel / revoke, from the action table (written by outside systems, the form, the CLI).
+
+    Each action is claimed, then applied and its outcome written in one transaction, guarded so that it is
+    written once: concurrent intakes cannot apply an action twice or overwrite its outcome.
+    """
+    claimed = queue.claim_actions(
+        runtime.engine, worker=runtime.worker, now=runtime.now(), lease=runtime.lease
+    )
+    for action in claimed:
         try:
-            outcome = _apply_action(runtime, action)
-        except CheckUnavailable as error:
-            _warn(runtime, action["request_id"], str(error))
-            continue
-        except (RequestBusy, queue.StaleRequest):
-            continue  # a grant or revocation is acting on it, or another intake moved it: next run decides
-        with runtime.engine.begin() as conn:
-            if outcome is None:
-                queue.finish_action(conn, action["id"], at=runtime.now(), outcome="applied", reason=None)
-                summary.actions_applied.append((action["id"], action["action"]))
-            else:
-                queue.finish_action(conn, action["id"], at=runtime.now(), outcome="refused", reason=outcome)
-                queue.record_event(
-                    conn,
-                    at=runtime.now(),
-                    kind="action_refused",
-                    actor=action["actor"],
-                    request_id=action["request_id"],
-                    detail={"action": action["action"], "reason": outcome},
-                )
-                summary.actions_refused.append((action["id"], outcome))
+            decision = _decide_action(runtime, action)
+        except (CheckUnavailable, RequestBusy) as wait:
+            if isinstance(wait, CheckUnavailable):
+                _warn(runtime, action["request_id"], str(wait))
+            with runtime.engine.begin() as conn:
+                queue.release_action(conn, action["id"], runtime.worker)
+            continue  # AWS could not be asked, or a grant or revocation holds the request: the next run decides
+        except Exception as error:  # an action that cannot be judged is refused with the reason; the rest proceed
+            log.exception("action %s could not be judged", action["id"])
+            decision = f"could not be applied: {type(error).__name__}: {error}"[:1000]
+        try:
+            _record_decision(runtime, action, decision, summary)
+        except queue.StaleRequest as error:
+            log.info("action %s: %s", action["id"], error)  # the request moved under us: decide again next run
+            with runtime.engine.begin() as conn:
+                queue.release_action(conn, action["id"], runtime.worker)
 
 
-def _apply_action(runtime: Runtime, action: queue.Row) -> str | None:
-    """Apply one action; the reason it was refused, or None when applied."""
+def _record_decision(
+    runtime: Runtime, action: queue.Row, decision: _Decision | str, summary: IntakeSummary
+) -> None:
+    at = runtime.now()
+    with runtime.engine.begin() as conn:
+        if isinstance(decision, str):
+            queue.finish_action(
+                conn, action["id"], worker=runtime.worker, at=at, outcome="refused", reason=decision
+            )
+            queue.record_event(
+                conn,
+                at=at,
+                kind="action_refused",
+                actor=action["actor"],
+                request_id=action["request_id"],
+                detail={"action": action["action"], "action_id": action["id"], "reason": decision},
+            )
+        else:
+            queue.finish_action(conn, action["id"], worker=runtime.worker, at=at, outcome="applied", reason=None)
+            queue.transition(
+                conn,
+                action["request_id"],
+                expected=decision.expected,
+                target=decision.target,
+                reason_code=decision.reason_code,
+                actor=action["actor"],
+                at=at,
+                reason=decision.reason,
+                detail={"action_id": action["id"]},
+                **decision.updates,
+            )
+    if isinstance(decision, str):
+        summary.actions_refused.append((action["id"], decision))
+        log.warning("action %s (%s by %s) refused: %s", action["id"], action["action"], action["actor"], decision)
+    else:
+        summary.actions_applied.append((action["id"], action["action"]))
+
+
+#: How much of an approver's comment is copied onto the request, which its writer may read back.
+COMMENT_LIMIT = 500
+
+
+def comment_for_row(comment: str | None) -> str | None:
+    """An actor's comment as it may appear in `status_reason`: printable, on one line, bounded (the full text
+    stays on the action row)."""
+    if not comment:
+        return None
+    cleaned = " ".join("".join(ch if ch.isprintable() else " " for ch in comment).split())
+    return cleaned if len(cleaned) <= COMMENT_LIMIT else cleaned[: COMMENT_LIMIT - 1] + "…"
+
+
+def _decide_action(runtime: Runtime, action: queue.Row) -> _Decision | str:
+    """What one action does to its request, or the reason it is refused. Writes nothing."""
     with runtime.engine.connect() as conn:
         row = queue.get_request(conn, action["request_id"])
+        session = queue.session_for(conn, action["request_id"])
     if row is None:
         return f"there is no request {action['request_id']}"
     if row["claimed_until"] is not None and row["claimed_until"] > runtime.now():
         # Cancelling while AWS is creating the assignment would leave access nobody tracks: wait for the outcome.
         raise RequestBusy(f"request {row['id']} is being worked on by {row['claimed_by']}")
+    if session is not None and grant_in_flight(session) and row["status"] in (Status.APPROVED, Status.SCHEDULED):
+        raise RequestBusy(f"request {row['id']} has a grant in flight; it is decided once that grant settles")
     kind, actor_name = action["action"], action["actor"]
     try:
         target, reason_code = transition_for_action(row["status"], kind)
     except TransitionRefused as refused:
-        return str(refused)
+        hint = "; end it early with revoke" if kind == "cancel" and row["status"] == Status.ACTIVE else ""
+        return f"{refused}{hint}"
     policy = runtime.policy
     actor = policy.person(actor_name)
     requester = policy.person(row["requester"])
@@ -303,37 +414,26 @@ def _apply_action(runtime: Runtime, action: queue.Row) -> str | None:
             return "only the requester or an approver for the account can end a session early"
 
     at = runtime.now()
-    extra: dict[str, object] = {}
-    reason = action["comment"]
+    updates: dict[str, object] = {}
+    reason = comment_for_row(action["comment"])
     if kind == "approve":
         verdict = check_request(runtime, row, approver=actor_name)
         if not verdict.ok:
             # The approver said yes to something policy forbids: the request itself is invalid.
             target, reason_code, reason = Status.REJECTED, "invalid_request", verdict.reason
-        extra = {"decided_by": actor_name, "decided_at": at, "approver": actor_name}
+        updates = {"decided_by": actor_name, "decided_at": at, "approver": actor_name}
     elif kind == "reject":
-        extra = {"decided_by": actor_name, "decided_at": at}
+        updates = {"decided_by": actor_name, "decided_at": at}
     elif kind == "revoke":
-        extra = {"revoke_requested_at": at, "revoke_requested_by": actor_name}
-    with runtime.engine.begin() as conn:
-        queue.transition(
-            conn,
-            row["id"],
-            expected=row["status"],
-            target=target,
-            reason_code=reason_code,
-            actor=actor_name,
-            at=at,
-            reason=reason,
-            detail={"action_id": action["id"]},
-            **extra,
-        )
-    return None
+        updates = {"revoke_requested_at": at, "revoke_requested_by": actor_name}
+    return _Decision(Status(row["status"]), target, reason_code, reason, updates)
 
 
 def _account_ous_or_raise(runtime: Runtime, account_id: str) -> list[str]:
     try:
         return runtime.identity_center.account_ous(account_id)
+    except AccountNotInOrganization:
+        return []  # no OU can name it; an approval is then judged by account id alone, and check_request rejects it
     except (ClientError, BotoCoreError) as error:
         raise CheckUnavailable(f"could not read the OUs of account {account_id}: {error}") from error
 
@@ -354,15 +454,19 @@ def expire_undecided(runtime: Runtime, summary: IntakeSummary) -> None:
             code, reason = "not_decided_in_time", f"not decided within {expiry}"
         else:
             continue
-        with runtime.engine.begin() as conn:
-            queue.transition(
-                conn,
-                row["id"],
-                expected=Status.PENDING,
-                target=Status.EXPIRED,
-                reason_code=code,
-                actor=runtime.actor,
-                at=runtime.now(),
-                reason=reason,
-            )
+        try:
+            with runtime.engine.begin() as conn:
+                queue.transition(
+                    conn,
+                    row["id"],
+                    expected=Status.PENDING,
+                    target=Status.EXPIRED,
+                    reason_code=code,
+                    actor=runtime.actor,
+                    at=runtime.now(),
+                    reason=reason,
+                )
+        except queue.StaleRequest as error:
+            log.info("request %s: %s", row["id"], error)  # decided meanwhile
+            continue
         summary.expired.append(row["id"])

@@ -24,10 +24,17 @@ def _summarise(title: str, summary: object) -> dict[str, Any]:
 
 
 def intake(context: dict[str, Any], runtime: Runtime | None = None) -> dict[str, Any]:
+    """Intake, then a look at granting: when approved requests wait too long (AWS failing, elevation_grants paused
+    or stuck behind a missing pool), this run fails too, so the UI shows it even when the grant task never runs."""
+    from elevation.grants import GrantsOverdue, overdue_grants, overdue_message
     from elevation.intake import run_intake
 
-    runtime = runtime or runtime_for_run(context, "elevation_grants")
-    return _summarise("intake", run_intake(runtime))
+    runtime = runtime or runtime_for_run(context, "elevation_intake")
+    summary = _summarise("intake", run_intake(runtime))
+    overdue = overdue_grants(runtime)
+    if overdue:
+        raise GrantsOverdue(f"intake itself is done; but {overdue_message(runtime, overdue)}")
+    return summary
 
 
 def grants(context: dict[str, Any], runtime: Runtime | None = None) -> dict[str, Any]:
@@ -44,36 +51,49 @@ def revocations(context: dict[str, Any], runtime: Runtime | None = None) -> dict
     return _summarise("revocations", run_revocations(runtime))
 
 
+class ActionRefused(RuntimeError):
+    """The form's decision was recorded and refused: the run fails so the person sees it."""
+
+
 def submit_request(params: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
-    """The trigger form: insert the request as any outside system would, then run intake so the answer shows."""
+    """The trigger form: insert the request as any outside system would, then run intake so the answer shows.
+
+    The requester is the logged-in user who triggered the run (mapped to a person through `policy.people` by
+    login or email); the `requester` parameter only counts for runs without one (`airflow dags test`).
+    """
     from elevation.intake import run_intake
     from elevation.submission import submit
 
     runtime = runtime_for_run(context, "elevation_request")
-    request_id = submit(runtime.engine, params)
+    requester = acting_user(params, context, "requester")
+    request_id = submit(runtime.engine, {**params, "requester": requester})
     run_intake(runtime)
     return _request_state(runtime, request_id)
 
 
 def decide(params: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
-    """The decision form: approve / reject / cancel / revoke, as the logged-in Airflow user."""
+    """The decision form: approve / reject / cancel / revoke, as the logged-in Airflow user. A refused decision
+    fails the run with the reason; an applied `revoke` moves the session to `ending`, and the next
+    `elevation_revocations` run (within a minute) removes the assignment."""
     from elevation.intake import run_intake
     from elevation.store import queue
 
     runtime = runtime_for_run(context, "elevation_decide")
-    actor = decision_actor(params, context)
+    actor = acting_user(params, context, "actor")
+    request_id = int(params["request_id"])
     with runtime.engine.begin() as conn:
-        action_id = queue.insert_action(
-            conn, int(params["request_id"]), params["action"], actor, params.get("comment")
-        )
+        action_id = queue.insert_action(conn, request_id, params["action"], actor, params.get("comment"))
     run_intake(runtime)
     with runtime.engine.connect() as conn:
         action = queue.get_action(conn, action_id)
-    state = _request_state(runtime, int(params["request_id"]))
+    if action["outcome"] == "refused":
+        raise ActionRefused(f"{params['action']} of request {request_id} by {actor} refused: {action['outcome_reason']}")
+    if action["outcome"] is None:
+        log.warning("action %s is recorded but not applied yet (the request is busy or AWS could not be asked); "
+                    "the next intake applies it", action_id)
+    state = _request_state(runtime, request_id)
     state["action"] = {key: str(value) for key, value in action.items()}
-    log.info(
-        "action %s by %s: %s %s", params["action"], actor, action["outcome"], action["outcome_reason"] or ""
-    )
+    log.info("action %s by %s: %s %s", params["action"], actor, action["outcome"], action["outcome_reason"] or "")
     return state
 
 
@@ -81,17 +101,20 @@ def decide(params: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
 NO_LOGGED_IN_USER = (None, "", "dag_test")
 
 
-def decision_actor(params: dict[str, Any], context: dict[str, Any]) -> str:
-    """Who decides: the logged-in user who triggered the run. The `actor` parameter only counts for runs without
-    one (`airflow dags test`), so nobody can approve in someone else's name from the UI."""
+def acting_user(params: dict[str, Any], context: dict[str, Any], field: str) -> str:
+    """Who acts: the logged-in user who triggered the run. The `field` parameter only counts for runs without
+    one (`airflow dags test`), so nobody files or decides in someone else's name from the UI."""
     user = getattr(context.get("dag_run"), "triggering_user_name", None)
+    given = params.get(field)
     if user not in NO_LOGGED_IN_USER:
-        if params.get("actor") and params["actor"] != user:
-            log.warning("ignoring actor=%r: the run was triggered by %r, who is the actor", params["actor"], user)
+        if given and given != user:
+            raise PermissionError(
+                f"{field}={given!r}, but the run was triggered by {user!r}: you act as yourself (leave {field} empty)"
+            )
         return str(user)
-    if not params.get("actor"):
-        raise ValueError("no actor: trigger the form while logged in, or give the actor parameter")
-    return str(params["actor"])
+    if not given:
+        raise ValueError(f"no {field}: trigger the form while logged in, or give the {field} parameter")
+    return str(given)
 
 
 def _request_state(runtime: Runtime, request_id: int) -> dict[str, Any]:
@@ -99,7 +122,8 @@ def _request_state(runtime: Runtime, request_id: int) -> dict[str, Any]:
 
     with runtime.engine.connect() as conn:
         row = queue.get_request(conn, request_id)
-    assert row is not None
+    if row is None:
+        raise LookupError(f"there is no request {request_id}")
     state = {"request_id": request_id, "status": row["status"], "reason": row["status_reason"]}
     log.info(
         "request %s is %s%s",

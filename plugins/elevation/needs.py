@@ -37,3 +37,13 @@ def other_needs(
     if triple in standing_triples(policy):
         reasons.append("a standing assignment in the policy keeps it")
     return reasons
+
+
+def grant_in_flight(session: Mapping[str, Any]) -> bool:
+    """A creation was sent to AWS for this session and AWS has not said FAILED: access may exist (or appear), so
+    its request may end only through that creation's confirmed outcome and, if it succeeded, a confirmed removal.
+
+    The intent is recorded *before* the call (`creation_sent_at`), so this holds even for a worker killed between
+    sending CreateAccountAssignment and recording its request id.
+    """
+    return session["creation_sent_at"] is not None and session["creation_status"] != "FAILED"

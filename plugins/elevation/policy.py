@@ -127,6 +127,8 @@ class GrantSettings(_Model):
     status_poll_initial: Duration = timedelta(seconds=1)
     status_poll_max: Duration = timedelta(seconds=10)
     status_wait_bound: Duration = timedelta(minutes=3)
+    # An approved request due this long and still not granted fails the run (AWS failing, the DAG or its pool missing).
+    overdue_after: Duration = timedelta(minutes=15)
 
 
 class RevocationSettings(_Model):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import timedelta
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -18,7 +17,7 @@ from elevation.aws import error_code
 from elevation.confirm import Outcome, PollSettings, confirm_all
 from elevation.identity_center import AssignmentStatus
 from elevation.lifecycle import Status
-from elevation.needs import other_needs
+from elevation.needs import grant_in_flight, other_needs
 from elevation.runtime import Runtime
 from elevation.store import queue
 
@@ -48,8 +47,9 @@ def run_revocations(runtime: Runtime) -> RevocationSummary:
             statuses=[Status.ENDING],
             worker=runtime.worker,
             now=runtime.now(),
-            lease=_lease(runtime),
+            lease=runtime.lease,
         )
+        held = [row["id"] for row in claimed]
         settings = PollSettings(
             max_in_flight=runtime.policy.grants.max_creations_in_flight,
             initial_interval=runtime.policy.grants.status_poll_initial,
@@ -64,27 +64,22 @@ def run_revocations(runtime: Runtime) -> RevocationSummary:
             on_outcome=lambda outcome: _settle(runtime, outcome, summary),
             sleep=runtime.sleep,
             monotonic=runtime.monotonic,
+            heartbeat=lambda: queue.renew(runtime.engine, held, runtime.worker, runtime.now() + runtime.lease),
         )
         _remove_unconfirmed_grants(runtime, settings, summary)
     except Exception as error:
         _beat(runtime, "error", {"error": str(error)[:500]})
         raise
     summary.overdue = _overdue(runtime)
-    _beat(
-        runtime,
-        "overdue" if summary.overdue else "ok",
-        {"overdue": summary.overdue, "failing": summary.failing},
-    )
+    # `retrying`: a revoke keeps failing but is not overdue yet; a monitor may warn before it pages.
+    outcome = "overdue" if summary.overdue else "retrying" if summary.failing else "ok"
+    _beat(runtime, outcome, {"overdue": summary.overdue, "failing": summary.failing})
     if summary.overdue:
         raise RevocationOverdue(
             f"access outlives its session by more than {runtime.policy.revocation.overdue_margin} "
             f"for requests {summary.overdue}; see their status_reason and the event log"
         )
     return summary
-
-
-def _lease(runtime: Runtime) -> timedelta:
-    return runtime.policy.grants.status_wait_bound * 2
 
 
 def _beat(runtime: Runtime, outcome: str, detail: object) -> None:
@@ -122,7 +117,10 @@ def _start(runtime: Runtime, row: queue.Row) -> AssignmentStatus | Outcome[queue
     needs = other_needs(session, active, runtime.policy)
     if needs:
         return Outcome(row, None, True, "kept: " + "; ".join(needs))
-    creating = [o for o in granting if o["creation_request_id"] and o["creation_status"] != "FAILED"]
+    if session["assignment_preexisted"]:
+        _record_preexisting_kept(runtime, row["id"])
+        return Outcome(row, None, True, f"kept: {PREEXISTING}")
+    creating = [o for o in granting if grant_in_flight(o)]
     if any(o["request_id"] != row["id"] and other_needs(session, [o], runtime.policy) for o in creating):
         # Another request for the same assignment is being granted right now: removing it could undo that grant,
         # keeping it could orphan it if that grant fails. Decide on the next run, once that grant has settled.
@@ -144,6 +142,21 @@ def _start(runtime: Runtime, row: queue.Row) -> AssignmentStatus | Outcome[queue
             conn, row["id"], deletion_request_id=status.request_id, deletion_status=status.status
         )
     return status
+
+
+PREEXISTING = (
+    "the assignment existed before this system granted it (created outside the system), so it is not removed; "
+    "a human decides whether it should exist"
+)
+
+
+def _record_preexisting_kept(runtime: Runtime, request_id: int) -> None:
+    log.warning("request %s: %s", request_id, PREEXISTING)
+    with runtime.engine.begin() as conn:
+        queue.record_event(
+            conn, at=runtime.now(), kind="preexisting_assignment_kept", actor=runtime.actor,
+            request_id=request_id, detail={"message": PREEXISTING},
+        )
 
 
 def _assignment_of(session: queue.Row) -> tuple[str, str, str, str]:
@@ -239,16 +252,20 @@ def _settle(runtime: Runtime, outcome: Outcome[queue.Row], summary: RevocationSu
 
 
 def _unconfirmed_grants(runtime: Runtime) -> list[queue.Row]:
-    """Sessions of failed grants whose creation AWS never reported FAILED: it may have completed after we gave up."""
+    """Sessions of requests that ended without being granted (failed, or ended some other way) whose creation was
+    sent and never reported FAILED: it may have completed after the grant gave up, or after its worker died."""
     with runtime.engine.connect() as conn:
-        failed = queue.sessions_with_status(conn, [Status.FAILED])
+        ended = queue.sessions_with_status(
+            conn, [Status.FAILED, Status.EXPIRED, Status.REJECTED, Status.CANCELLED]
+        )
     return [
         session
-        for session in failed
-        if session["creation_request_id"]
+        for session in ended
+        if (session["creation_sent_at"] is not None or session["creation_request_id"])
         and session["creation_status"] != "FAILED"
         and session["assignment_removed_at"] is None
         and not session["kept_because"]
+        and not session["assignment_preexisted"]
     ]
 
 
@@ -265,6 +282,9 @@ def _remove_unconfirmed_grants(runtime: Runtime, settings: PollSettings, summary
             status = runtime.identity_center.start_deletion(*_assignment_of(session))
         except ClientError as error:
             if error_code(error) == "ResourceNotFoundException":
+                if _creation_may_still_land(runtime, session):
+                    return Outcome(session, None, False, "absent for now, but its creation may still complete",
+                                   retry_later=True)
                 return Outcome(session, None, True, "it was never created")
             return Outcome(session, None, False, f"DeleteAccountAssignment failed: {error}")
         except BotoCoreError as error:
@@ -273,6 +293,8 @@ def _remove_unconfirmed_grants(runtime: Runtime, settings: PollSettings, summary
 
     def settle(outcome: Outcome[queue.Row]) -> None:
         session = outcome.item
+        if outcome.retry_later:
+            return  # looked at again on the next run
         if not outcome.confirmed and outcome.status is not None and outcome.status.failed:
             still_there = not _gone_after_all(runtime, session)
             outcome = (
@@ -310,6 +332,17 @@ def _remove_unconfirmed_grants(runtime: Runtime, settings: PollSettings, summary
         on_outcome=settle,
         sleep=runtime.sleep,
         monotonic=runtime.monotonic,
+    )
+
+
+def _creation_may_still_land(runtime: Runtime, session: queue.Row) -> bool:
+    """A creation whose request id was never recorded (its worker died) cannot be polled: absence proves nothing
+    until it is older than the bound within which AWS settles creations."""
+    sent = session["creation_sent_at"]
+    return (
+        not session["creation_request_id"]
+        and sent is not None
+        and sent + runtime.policy.grants.status_wait_bound > runtime.now()
     )
 
 

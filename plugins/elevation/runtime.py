@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import Any
 
@@ -47,6 +47,13 @@ class Runtime:
     @cached_property
     def identity_center(self) -> IdentityCenter:
         return self.identity_center_factory(self)
+
+    @property
+    def lease(self) -> timedelta:
+        """How long a claim on a row lasts without renewal: the longest a live worker goes between renewals (one
+        confirmation's bound plus a poll interval), so a dead worker's rows are picked up again soon after."""
+        grants = self.policy.grants
+        return max(grants.status_wait_bound + 2 * grants.status_poll_max, timedelta(minutes=1))
 
     def now(self) -> datetime:
         """The real clock (for bookkeeping timestamps)."""
@@ -93,11 +100,13 @@ def runtime_for_run(context: dict[str, Any], job: str) -> Runtime:
     as_of = context.get("logical_date") or context.get("data_interval_end") or context["dag_run"].run_after
     dag_run = context.get("dag_run")
     run_id = getattr(dag_run, "run_id", "manual")
+    task_id = getattr(context.get("ti"), "task_id", "task")
     return Runtime(
         config=config,
         engine=engine,
         identity_center_factory=identity_center_from_airflow,
         as_of=as_of.astimezone(UTC),
         actor=f"dag:{job}/{run_id}",
-        worker=f"{job}/{run_id}/{time.monotonic_ns()}",
+        # The same for every try of this task: a retry takes back, at once, the rows its killed try had claimed.
+        worker=f"{job}/{run_id}/{task_id}",
     )

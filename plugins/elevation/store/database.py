@@ -1,8 +1,9 @@
 """Engines for the queue database: SQLite (embedded default) or PostgreSQL (production).
 
-Times are stored in UTC. On SQLite, rows written by outside systems may carry times in any ISO-like format, so
-reading is lenient: a value that cannot be parsed comes back as :class:`UnreadableTime` and the request is
-rejected with a reason instead of breaking the whole batch.
+Times are stored in UTC. Rows written by outside systems may carry times Python cannot hold (PostgreSQL's
+`infinity`, year 10000, BC dates) or, on SQLite, text in any format, so reading is lenient on both dialects: a
+value that cannot be read comes back as :class:`UnreadableTime` and that one request is rejected with a reason,
+instead of one row breaking every batch it is fetched in.
 """
 
 from __future__ import annotations
@@ -74,10 +75,32 @@ def _sqlite_begin_immediate(engine: Engine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def _psycopg2_lenient_timestamps(engine: Engine) -> None:
+    """psycopg2 raises while fetching a batch holding year 10000 or a BC date, and turns `infinity` into a
+    made-up 9999-12-31: hand such values through as their text, for :func:`parse_time` to call unreadable."""
+    import psycopg2.extensions as extensions
+
+    def cast(value: str | None, cursor: Any) -> Any:
+        if value is None or value.endswith("infinity"):
+            return value
+        try:
+            return extensions.PYDATETIMETZ(value, cursor)
+        except (ValueError, OverflowError):
+            return value
+
+    lenient = extensions.new_type((1184,), "ELEVATION_LENIENT_TIMESTAMPTZ", cast)
+
+    @sa.event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        extensions.register_type(lenient, dbapi_connection)
+
+
 def create_engine_for_url(url: str) -> Engine:
     engine = sa.create_engine(url, future=True, pool_pre_ping=True)
     if engine.dialect.name == "sqlite":
         _sqlite_begin_immediate(engine)
+    elif engine.dialect.driver == "psycopg2":
+        _psycopg2_lenient_timestamps(engine)
     return engine
 
 

@@ -122,6 +122,17 @@ def update_request(conn: sa.Connection, request_id: int, **values: Any) -> None:
     conn.execute(sa.update(requests).where(requests.c.id == request_id).values(**values))
 
 
+def mark_validated(conn: sa.Connection, request_id: int, **values: Any) -> None:
+    """Record intake's judgement of a row, once: a second intake that judged it too writes nothing."""
+    result = conn.execute(
+        sa.update(requests)
+        .where(requests.c.id == request_id, requests.c.validated_at.is_(None))
+        .values(**values)
+    )
+    if result.rowcount != 1:
+        raise StaleRequest(f"request {request_id} was already validated")
+
+
 def get_request(conn: sa.Connection, request_id: int) -> Row | None:
     return conn.execute(sa.select(requests).where(requests.c.id == request_id)).mappings().first()
 
@@ -135,14 +146,15 @@ def requests_in(conn: sa.Connection, statuses: Iterable[Status]) -> list[Row]:
     )
 
 
-def unvalidated_requests(conn: sa.Connection) -> list[Row]:
-    query = sa.select(requests).where(requests.c.validated_at.is_(None)).order_by(requests.c.id)
-    return list(conn.execute(query).mappings())
-
-
-def earlier_request_with_client_id(conn: sa.Connection, client_request_id: str, before_id: int) -> int | None:
+def earlier_request_with_client_id(
+    conn: sa.Connection, client_request_id: str, before_id: int, submitted_by: str | None
+) -> int | None:
+    """The first earlier row of the same writer with this key: keys are unique per writer, so one system cannot
+    pre-claim another's."""
     query = sa.select(sa.func.min(requests.c.id)).where(
-        requests.c.client_request_id == client_request_id, requests.c.id < before_id
+        requests.c.client_request_id == client_request_id,
+        requests.c.id < before_id,
+        requests.c.submitted_by.is_not_distinct_from(submitted_by),
     )
     return conn.execute(query).scalar()
 
@@ -156,19 +168,41 @@ def claim(
     lease: timedelta,
     limit: int = 500,
     skip: Iterable[int] = (),
+    where: Sequence[sa.ColumnElement[bool]] = (),
 ) -> list[Row]:
-    """Take up to `limit` rows in `statuses` that nobody holds (and not in `skip`), for `lease`."""
+    """Take up to `limit` rows in `statuses` (and matching `where`) that nobody else holds, for `lease`.
+
+    Rows this same worker holds are taken again: a retried task (same worker id) resumes the work it had claimed
+    instead of waiting out its own dead lease.
+    """
     wanted = [Status(status).value for status in statuses]
+    return _claim(engine, requests, [requests.c.status.in_(wanted), *where], worker, now, lease, limit, skip)
+
+
+def _claim(
+    engine: sa.Engine,
+    table: sa.Table,
+    conditions: Sequence[sa.ColumnElement[bool]],
+    worker: str,
+    now: datetime,
+    lease: timedelta,
+    limit: int,
+    skip: Iterable[int],
+) -> list[Row]:
     skip = list(skip)
     with engine.begin() as conn:
         query = (
-            sa.select(requests.c.id)
+            sa.select(table.c.id)
             .where(
-                requests.c.status.in_(wanted),
-                sa.or_(requests.c.claimed_until.is_(None), requests.c.claimed_until < now),
-                requests.c.id.not_in(skip) if skip else sa.true(),
+                *conditions,
+                sa.or_(
+                    table.c.claimed_until.is_(None),
+                    table.c.claimed_until < now,
+                    table.c.claimed_by == worker,
+                ),
+                table.c.id.not_in(skip) if skip else sa.true(),
             )
-            .order_by(requests.c.id)
+            .order_by(table.c.id)
             .limit(limit)
         )
         if conn.dialect.name == "postgresql":
@@ -177,12 +211,21 @@ def claim(
         if not ids:
             return []
         conn.execute(
-            sa.update(requests)
-            .where(requests.c.id.in_(ids))
-            .values(claimed_by=worker, claimed_until=now + lease)
+            sa.update(table).where(table.c.id.in_(ids)).values(claimed_by=worker, claimed_until=now + lease)
         )
-        return list(
-            conn.execute(sa.select(requests).where(requests.c.id.in_(ids)).order_by(requests.c.id)).mappings()
+        return list(conn.execute(sa.select(table).where(table.c.id.in_(ids)).order_by(table.c.id)).mappings())
+
+
+def renew(engine: sa.Engine, request_ids: Iterable[int], worker: str, until: datetime) -> None:
+    """Extend this worker's claims while it is still working on them (a dead worker's lapse)."""
+    ids = list(request_ids)
+    if not ids:
+        return
+    with engine.begin() as conn:
+        conn.execute(
+            sa.update(requests)
+            .where(requests.c.id.in_(ids), requests.c.claimed_by == worker)
+            .values(claimed_until=until)
         )
 
 
@@ -194,9 +237,17 @@ def release(conn: sa.Connection, request_id: int, worker: str) -> None:
     )
 
 
-def unprocessed_actions(conn: sa.Connection) -> list[Row]:
-    query = sa.select(actions).where(actions.c.processed_at.is_(None)).order_by(actions.c.id)
-    return list(conn.execute(query).mappings())
+def claim_actions(engine: sa.Engine, *, worker: str, now: datetime, lease: timedelta, limit: int = 500) -> list[Row]:
+    """Take unprocessed actions nobody else holds, so each is applied by one worker, once."""
+    return _claim(engine, actions, [actions.c.processed_at.is_(None)], worker, now, lease, limit, ())
+
+
+def release_action(conn: sa.Connection, action_id: int, worker: str) -> None:
+    conn.execute(
+        sa.update(actions)
+        .where(actions.c.id == action_id, actions.c.claimed_by == worker)
+        .values(claimed_by=None, claimed_until=None)
+    )
 
 
 def get_action(conn: sa.Connection, action_id: int) -> Row:
@@ -204,13 +255,16 @@ def get_action(conn: sa.Connection, action_id: int) -> Row:
 
 
 def finish_action(
-    conn: sa.Connection, action_id: int, *, at: datetime, outcome: str, reason: str | None
+    conn: sa.Connection, action_id: int, *, worker: str, at: datetime, outcome: str, reason: str | None
 ) -> None:
-    conn.execute(
+    """Write an action's outcome, once: only while this worker holds it and nobody has processed it."""
+    result = conn.execute(
         sa.update(actions)
-        .where(actions.c.id == action_id)
-        .values(processed_at=at, outcome=outcome, outcome_reason=reason)
+        .where(actions.c.id == action_id, actions.c.processed_at.is_(None), actions.c.claimed_by == worker)
+        .values(processed_at=at, outcome=outcome, outcome_reason=reason, claimed_by=None, claimed_until=None)
     )
+    if result.rowcount != 1:
+        raise StaleRequest(f"action {action_id} was processed or taken over by another worker")
 
 
 # --- sessions -----------------------------------------------------------------------------------------------
