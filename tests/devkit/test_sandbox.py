@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shlex
 import signal
 import socket
 import subprocess
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from elevation.devkit.emulator import EmulatorControl
+from elevation.devkit.sandbox import read_env
 
 STARTUP_TIMEOUT = 60.0
 EXIT_TIMEOUT = 10.0
@@ -34,15 +34,6 @@ def port_is_free(port: int) -> bool:
         except OSError:
             return False
         return True
-
-
-def read_env(path: Path) -> dict[str, str]:
-    """env.sh as the shell would see it after `source`."""
-    env: dict[str, str] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        key, _, value = line.removeprefix("export ").partition("=")
-        env[key] = shlex.split(value)[0]
-    return env
 
 
 @contextmanager

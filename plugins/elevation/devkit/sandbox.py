@@ -129,6 +129,15 @@ def _set_up(emulator: AwsEmulator, folder: Path, dags: Path) -> tuple[dict[str, 
     return env, world.accounts, list(world.users)
 
 
+def read_env(path: Path) -> dict[str, str]:
+    """The variables of an env.sh this module wrote, as `source` would set them (for tests and scripts)."""
+    env: dict[str, str] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        key, _, value = line.removeprefix("export ").partition("=")
+        env[key] = shlex.split(value)[0] if value else ""
+    return env
+
+
 def _write_env(path: Path, env: dict[str, str]) -> None:
     """Write env.sh whole or not at all (a script waiting for it never sources half a file)."""
     partial = path.with_suffix(".sh.partial")
