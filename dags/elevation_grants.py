@@ -5,6 +5,8 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import dag, task
 
+from elevation.pools import IDENTITY_CENTER_POOL
+
 DOC = """
 ### Grants
 Every minute: takes approved requests whose start has come (validated by `elevation_intake`), checks them against
@@ -33,7 +35,7 @@ Each run acts as of its logical date, so `airflow dags test elevation_grants <da
     doc_md=DOC,
 )
 def elevation_grants() -> None:
-    @task(pool="elevation_identity_center")
+    @task(pool=IDENTITY_CENTER_POOL)
     def grant(**context: object) -> dict:
         from elevation import jobs
 

@@ -67,3 +67,21 @@ def test_loading_airflows_plugins_puts_none_of_the_package_under_a_bare_name(tmp
     shutil.copytree(REPO / "plugins", unguarded, ignore=shutil.ignore_patterns(".airflowignore", "__pycache__"))
     leaked = _bare_modules_after_loading_plugins(unguarded)
     assert {"lifecycle", "grants", "policy"} <= set(leaked)
+
+
+def test_intake_never_waits_behind_granting(dagbag):
+    from elevation.pools import IDENTITY_CENTER_POOL
+
+    intake, grants = dagbag.get_dag("elevation_intake"), dagbag.get_dag("elevation_grants")
+    assert [task.task_id for task in intake.tasks] == ["intake"]
+    assert intake.tasks[0].pool == "default_pool"  # a missing grant pool cannot hold up decisions and validation
+    assert [(task.task_id, task.pool) for task in grants.tasks] == [("grant", IDENTITY_CENTER_POOL)]
+
+
+def test_intake_fails_loudly_when_approved_requests_are_not_being_granted(world, file_request, run_dag):
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime.now(UTC)
+    file_request(requester="dave", account_id="media-prod", permission_set="AdministratorAccess", start_at=now)
+    assert run_dag("elevation_intake", now).state == "success"  # approved by policy; now elevation_grants never runs
+    assert run_dag("elevation_intake", now + timedelta(minutes=16)).state == "failed"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -177,3 +177,82 @@ def test_an_unconfirmed_grant_that_cannot_be_cleaned_up_fails_the_revocations_ru
     assert summary.failing and summary.failing[0][0] == request_id
     with pytest.raises(RevocationOverdue, match=str(request_id)):
         run_revocations(make_runtime(as_of=datetime.now(UTC) + minutes(11)))
+
+
+def test_an_assignment_that_existed_outside_the_system_is_recorded_and_kept_at_the_end(
+    world, engine, file_request, request_row, grant_now, make_runtime
+):
+    from elevation.revocations import run_revocations
+    from elevation.store import queue
+
+    sso = world.emulator.client("sso-admin")
+    sso.create_account_assignment(  # a console click nobody told the system about
+        InstanceArn=world.instance_arn, TargetId=world.accounts["media-prod"], TargetType="AWS_ACCOUNT",
+        PermissionSetArn=world.permission_sets["AdministratorAccess"], PrincipalType="USER",
+        PrincipalId=world.users["dave"],
+    )
+    now = datetime.now(UTC)
+    request_id = oncall_request(file_request, start_at=now, duration_minutes=30)
+    assert grant_now(as_of=now).activated == [request_id]
+    with engine.connect() as conn:
+        assert queue.session_for(conn, request_id)["assignment_preexisted"] is True
+    assert world.emulator.calls.count("CreateAccountAssignment") == 1  # only the console's
+
+    run_revocations(make_runtime(as_of=now + timedelta(minutes=31)))
+    row = request_row(request_id)
+    assert (row["status"], row["reason_code"]) == ("ended", "assignment_kept_for_other_need")
+    assert "existed before this system granted it" in row["status_reason"]
+    assert world.has_assignment("dave", "media-prod", "AdministratorAccess")  # someone's access, left alone
+    with engine.connect() as conn:
+        kinds = [event["kind"] for event in conn.execute(queue.events.select()).mappings()]
+    assert "preexisting_assignment" in kinds and "preexisting_assignment_kept" in kinds
+
+
+def test_an_assignment_made_by_an_earlier_session_is_ours_and_removed_when_the_last_session_ends(
+    world, engine, file_request, request_row, grant_now, make_runtime
+):
+    from elevation.revocations import run_revocations
+    from elevation.store import queue
+
+    now = datetime.now(UTC)
+    first = oncall_request(file_request, start_at=now, duration_minutes=30)
+    grant_now(as_of=now)
+    second = oncall_request(file_request, start_at=now, duration_minutes=60)
+    grant_now(as_of=now)
+    with engine.connect() as conn:
+        assert queue.session_for(conn, second)["assignment_preexisted"] is False
+    run_revocations(make_runtime(as_of=now + timedelta(minutes=31)))
+    assert request_row(first)["reason_code"] == "assignment_kept_for_other_need"
+    run_revocations(make_runtime(as_of=now + timedelta(minutes=61)))
+    assert request_row(second)["reason_code"] == "assignment_removed"
+    assert not world.has_assignment("dave", "media-prod", "AdministratorAccess")
+
+
+def test_an_aws_outage_defers_with_a_warning_on_the_row_then_fails_the_run_once_overdue(
+    world, engine, configure, file_request, request_row, make_runtime
+):
+    from elevation.grants import GrantsOverdue
+    from elevation.store import queue
+
+    configure(grants={"status_poll_initial": "0.05s", "status_poll_max": "0.1s", "status_wait_bound": "2s",
+                      "overdue_after": "10m"})
+    now = datetime.now(UTC)
+    request_id = oncall_request(file_request, start_at=now)
+    run_intake(make_runtime(as_of=now))
+    world.emulator.faults.inject("CreateAccountAssignment", "ServiceUnavailableException", http_status=503,
+                                 times=1000)
+    runtime = make_runtime(as_of=now)
+    runtime.identity_center.retry = runtime.identity_center.retry.__class__(attempts=2, base_delay=0.01)
+    summary = run_grants(runtime)
+    row = request_row(request_id)
+    assert summary.deferred and row["status"] == "approved"
+    assert row["status_reason"].startswith("grant deferred: ") and "ServiceUnavailable" in row["status_reason"]
+    with engine.connect() as conn:
+        warnings = [e for e in conn.execute(queue.events.select()).mappings() if e["kind"] == "warning"]
+    assert any("grant deferred" in warning["detail"] for warning in warnings)
+
+    later = make_runtime(as_of=now + timedelta(minutes=11))
+    later.identity_center.retry = runtime.identity_center.retry
+    with pytest.raises(GrantsOverdue, match=rf"request {request_id}: grant deferred: .*ServiceUnavailable"):
+        run_grants(later)
+    world.emulator.faults.clear()

@@ -183,3 +183,36 @@ def test_an_unreadable_insert_time_rejects_the_row_without_stopping_intake(engin
     run_intake(make_runtime())
     row = request_row(request_id)
     assert row["status"] == "rejected" and "created_at 'yesterday-ish' is not a valid time" in row["status_reason"]
+
+
+def test_a_well_formed_account_that_is_not_in_the_organization_is_rejected_not_deferred(
+    file_request, request_row, make_runtime
+):
+    request_id = file_request(requester="dave", account_id="999988887777", permission_set="AdministratorAccess")
+    run_intake(make_runtime())
+    row = request_row(request_id)
+    assert row["status"] == "rejected"
+    assert row["status_reason"] == "account 999988887777 is not in the organization"
+
+
+def test_an_approvers_comment_reaches_the_row_bounded_and_on_one_line(engine, file_request, request_row, make_runtime):
+    request_id = file_request()
+    comment = "ok\n\x1b[31m" + "x" * 5000
+    with engine.begin() as conn:
+        action_id = queue.insert_action(conn, request_id, "reject", "bob", comment)
+    run_intake(make_runtime())
+    reason = request_row(request_id)["status_reason"]
+    assert reason.startswith("ok [31mxxx") and reason.endswith("…") and len(reason) == 500
+    with engine.connect() as conn:
+        assert queue.get_action(conn, action_id)["comment"] == comment  # the full text stays on the action
+
+
+def test_client_request_ids_are_unique_per_writer_so_one_system_cannot_preclaim_anothers(
+    engine, file_request, request_row, make_runtime
+):
+    ticketing = file_request(client_request_id="REQ-1", submitted_by="ticketing")
+    chat = file_request(client_request_id="REQ-1", submitted_by="chatops")
+    again = file_request(client_request_id="REQ-1", submitted_by="ticketing")
+    run_intake(make_runtime())
+    assert request_row(ticketing)["status"] == request_row(chat)["status"] == "pending"
+    assert request_row(again)["status_reason"] == f"duplicate client_request_id 'REQ-1': already used by request {ticketing}"

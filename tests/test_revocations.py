@@ -80,8 +80,17 @@ def test_early_revocation_written_to_the_table_ends_the_session_as_revoked(
     assert not world.has_assignment("dave", "media-prod", "AdministratorAccess")
 
 
+def heartbeat(engine):  # noqa: ANN001, ANN201
+    import sqlalchemy as sa
+
+    from elevation.store.tables import heartbeats
+
+    with engine.connect() as conn:
+        return conn.execute(sa.select(heartbeats)).mappings().one()
+
+
 def test_a_revoke_that_keeps_failing_stays_ending_is_retried_and_fails_the_run_once_overdue(
-    world, file_request, request_row, make_runtime, run_dag
+    world, engine, file_request, request_row, make_runtime, run_dag
 ):
     now = datetime.now(UTC)
     request_id = file_request(requester="dave", account_id="media-prod", permission_set="AdministratorAccess",
@@ -96,6 +105,7 @@ def test_a_revoke_that_keeps_failing_stays_ending_is_retried_and_fails_the_run_o
     assert (row["status"], row["revoke_attempts"]) == ("ending", 1)
     assert "Internal failure while removing" in row["status_reason"]
     assert world.has_assignment("dave", "media-prod", "AdministratorAccess")
+    assert heartbeat(engine)["outcome"] == "retrying"  # failing, not yet overdue: a monitor can warn before paging
 
     with pytest.raises(RevocationOverdue, match=str(request_id)):
         run_revocations(make_runtime(as_of=now + minutes(75)))
@@ -113,14 +123,9 @@ def test_a_revoke_that_keeps_failing_stays_ending_is_retried_and_fails_the_run_o
 
 
 def test_each_run_leaves_a_heartbeat_an_outside_monitor_can_check(engine, make_runtime):
-    import sqlalchemy as sa
-
-    from elevation.store.tables import heartbeats
-
     as_of = datetime.now(UTC)
     run_revocations(make_runtime(as_of=as_of))
-    with engine.connect() as conn:
-        beat = conn.execute(sa.select(heartbeats)).mappings().one()
+    beat = heartbeat(engine)
     assert beat["job"] == "elevation_revocations" and beat["outcome"] == "ok"
     assert beat["as_of"] == as_of
 
