@@ -212,8 +212,9 @@ def test_a_grant_killed_mid_creation_ends_only_through_a_confirmed_removal(
             lapses_in = (row["claimed_until"] - datetime.now(UTC)).total_seconds() if row["claimed_until"] else 0
             time.sleep(min(lapses_in, CLAIM_PATIENCE - waited) + 0.5 if lapses_in > 0 else TICK)
 
-        # After the session's end, the revocations.
-        run_in_process("elevation_revocations", start + timedelta(minutes=31))
+        # After the session's end: every DAG runs once more, the revocations last.
+        for dag_id in [*intake_dags, "elevation_grants", "elevation_revocations"]:
+            run_in_process(dag_id, start + timedelta(minutes=31))
 
         row, session, history = request_state(engine, request_id)
         story = f"request {request_id}: {' | '.join(history)}; session: {session}"
