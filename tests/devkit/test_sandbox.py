@@ -28,9 +28,12 @@ def free_port() -> int:
 
 
 def port_is_free(port: int) -> bool:
+    """Another server could listen there now (SO_REUSEADDR, as servers bind: closed connections may linger)."""
     with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", port))
+            probe.listen()
         except OSError:
             return False
         return True
