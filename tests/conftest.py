@@ -11,16 +11,20 @@ import os
 import subprocess
 import sys
 import tempfile
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-CLOUDTRAIL_DATA = SHARED / "data" / "cloudtrail"
+#: The shared corpora, read in place and never copied into the repository: cloudtrail/ (real CloudTrail records:
+#: stratus-red-team/, panther-rule-tests/) and sigma/ (SigmaHQ's rules). One setting for every test that uses them.
+SHARED_DATA_ENV = "ELEVATION_SHARED_DATA"
+SHARED_DATA_DEFAULT = REPO.parent / "shared" / "data"
+SHARED_DATA = Path(os.environ.get(SHARED_DATA_ENV) or SHARED_DATA_DEFAULT).expanduser().absolute()
 TRAIL_BUCKET = "org-cloudtrail-logs"
 ORG_ID = "o-abcdefghij"
 
@@ -167,6 +171,14 @@ def minutes(n: float) -> timedelta:
     return timedelta(minutes=n)
 
 
+def unavailable(reason: str, ci_reason: str | None = None) -> NoReturn:
+    """A test cannot run because something outside the repository is missing (a server, the shared data): it is
+    skipped with the reason shown, except under CI (the variable CI set), where that is a failure."""
+    if os.environ.get("CI"):
+        pytest.fail(ci_reason or f"{reason}; CI must run these tests", pytrace=False)
+    pytest.skip(reason)
+
+
 POSTGRES_ENV = "ELEVATION_TEST_POSTGRES_URL"
 
 
@@ -180,9 +192,10 @@ def postgres_url() -> Iterator[str]:
 
     base = os.environ.get(POSTGRES_ENV)
     if not base:
-        if os.environ.get("CI"):
-            pytest.fail(f"{POSTGRES_ENV} is not set; CI must run the PostgreSQL tests")
-        pytest.skip(f"{POSTGRES_ENV} is not set: PostgreSQL tests need a server")
+        unavailable(
+            f"{POSTGRES_ENV} is not set: PostgreSQL tests need a server",
+            f"{POSTGRES_ENV} is not set; CI must run the PostgreSQL tests",
+        )
     name = f"elevation_test_{os.getpid()}_{datetime.now(UTC):%H%M%S%f}"
     admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
@@ -199,15 +212,61 @@ def postgres_url() -> Iterator[str]:
 # --- CloudTrail: the real samples, an organization's night, its trail bucket, Lake --------------------------
 
 
+def shared_data(subpath: str) -> Path:
+    """`SHARED_DATA / subpath`; when it is not there the calling test is skipped (failed under CI), saying where it
+    was looked for and which variable says where it is."""
+    path = SHARED_DATA / subpath
+    if not path.exists():
+        unavailable(
+            f"shared data not found at {path}: set {SHARED_DATA_ENV} to the folder holding cloudtrail/ and sigma/ "
+            f"(default {SHARED_DATA_DEFAULT})"
+        )
+    return path
+
+
+GENERATED_ACCOUNT = "111122223333"
+
+
+def generated_records(
+    *dangerous: str, account: str = GENERATED_ACCOUNT, start: datetime = datetime(2024, 7, 31, 13, tzinfo=UTC)
+) -> list[dict[str, Any]]:
+    """The project's own CloudTrail records, for tests of the extract and audit machinery that must run without the
+    shared data: an Identity Center session making each routine call of `devkit.activity` (the activity `make demo`
+    audits), one a minute, then the named calls of its DANGEROUS list. The same records on every call."""
+    from elevation.devkit.activity import DANGEROUS, ROUTINE
+    from elevation.devkit.trail_events import make_event, sso_identity
+
+    catalogue = {name: (name, source, request) for name, source, request in DANGEROUS}
+    unknown = sorted(set(dangerous) - set(catalogue))
+    assert not unknown, f"not in devkit.activity.DANGEROUS: {unknown}"
+    identity = sso_identity(account, "AdministratorAccess", "alice@example.com")
+    calls = [*ROUTINE, *(catalogue[name] for name in dangerous)]
+    records = []
+    for index, (name, source, request) in enumerate(calls):
+        record = make_event(identity, name, source, start + timedelta(minutes=index), recipient_account=account,
+                            request=request, event_id=f"generated-{index:03d}")  # fmt: skip
+        record["requestID"] = str(uuid.uuid5(uuid.NAMESPACE_URL, f"elevation-tests/{record['eventID']}"))
+        records.append(record)
+    return records
+
+
 @pytest.fixture(scope="session")
 def real_records() -> list[dict[str, Any]]:
     """Every record of the shared samples (Stratus Red Team detonations and Panther rule tests)."""
-    return list(iter_records_from_path(CLOUDTRAIL_DATA, on_skip=lambda path, reason: None))
+    return list(iter_records_from_path(shared_data("cloudtrail"), on_skip=lambda path, reason: None))
 
 
 @pytest.fixture(scope="session")
-def scenario(real_records: list[dict[str, Any]]) -> Scenario:
-    return Scenario(real_records, background=1200)
+def scenario() -> Scenario:
+    """An organization's night with its answer key. The sessions' own calls are real records, restamped, where the
+    shared CloudTrail samples are; the project's generated records otherwise. What the extract must find (which
+    events, which night) is the same either way: it is decided by the identities and times the scenario gives."""
+    folder = SHARED_DATA / "cloudtrail"
+    if folder.is_dir():
+        calls = list(iter_records_from_path(folder, on_skip=lambda path, reason: None))
+    else:
+        calls = generated_records()
+    return Scenario(calls, background=1200)
 
 
 @pytest.fixture

@@ -15,18 +15,24 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from conftest import generated_records
 from elevation.audit.command import EXIT_OK, EXIT_UNREADABLE, register, run
 from elevation.cloudtrail.records import iter_records_from_path
 from elevation.cloudtrail.schema import EVENT_SCHEMA, record_to_row
 
-STRATUS = Path(__file__).resolve().parents[3] / "shared" / "data" / "cloudtrail" / "stratus-red-team"
-STOP_LOGGING = STRATUS / "aws.defense-evasion.cloudtrail-stop.json"  # a JSON array of 4 events, 1 StopLogging
-
-pytestmark = pytest.mark.skipif(not STOP_LOGGING.is_file(), reason=f"sample data not found at {STRATUS}")
-
 
 def records() -> list[dict[str, Any]]:
-    return list(iter_records_from_path(STOP_LOGGING))
+    """A session's generated calls: routine ones, then one StopLogging."""
+    return generated_records("StopLogging")
+
+
+@pytest.fixture(scope="module")
+def stop_logging(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A JSON array of those records, as Stratus Red Team and CloudTrail's console export write them."""
+    path = tmp_path_factory.mktemp("samples") / "cloudtrail-stop.json"
+    path.write_text(json.dumps(records()))
+    assert list(iter_records_from_path(path)) == records()
+    return path
 
 
 def audit(*paths: Path, html: Path | None = None) -> tuple[int, list[dict[str, Any]], str]:
@@ -44,8 +50,8 @@ def assert_stop_logging_found(lines: list[dict[str, Any]]) -> None:
     )
 
 
-def test_json_array(tmp_path: Path) -> None:
-    status, lines, _ = audit(STOP_LOGGING)
+def test_json_array(stop_logging: Path) -> None:
+    status, lines, _ = audit(stop_logging)
     assert status == EXIT_OK
     assert_stop_logging_found(lines)
 
@@ -101,10 +107,10 @@ def test_every_format_gives_the_same_findings(tmp_path: Path) -> None:
         ("broken.parquet", b"PAR1 this is not really parquet"),
     ],
 )
-def test_unreadable_file_fails_naming_it(tmp_path: Path, name: str, content: bytes) -> None:
+def test_unreadable_file_fails_naming_it(tmp_path: Path, stop_logging: Path, name: str, content: bytes) -> None:
     bad = tmp_path / name
     bad.write_bytes(content)
-    status, lines, stderr = audit(STOP_LOGGING, bad)
+    status, lines, stderr = audit(stop_logging, bad)
     assert status == EXIT_UNREADABLE
     assert str(bad) in stderr
     assert_stop_logging_found(lines)  # the readable file is still audited
@@ -123,8 +129,8 @@ def test_empty_folder_is_not_an_error(tmp_path: Path) -> None:
     assert "no CloudTrail files found" in stderr
 
 
-def test_html_report(tmp_path: Path) -> None:
-    status, lines, stderr = audit(STOP_LOGGING, html=tmp_path / "out")
+def test_html_report(tmp_path: Path, stop_logging: Path) -> None:
+    status, lines, stderr = audit(stop_logging, html=tmp_path / "out")
     assert status == EXIT_OK and lines
     (report,) = (tmp_path / "out").glob("*.html")
     assert "StopLogging" in report.read_text()
@@ -143,11 +149,11 @@ def test_register_adds_the_sub_command() -> None:
     assert callable(args.handler)
 
 
-def test_python_dash_m_entry_point(tmp_path: Path) -> None:
+def test_python_dash_m_entry_point(tmp_path: Path, stop_logging: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text("not json")
     good = subprocess.run(
-        [sys.executable, "-m", "elevation.audit.command", "audit-events", str(STOP_LOGGING)],
+        [sys.executable, "-m", "elevation.audit.command", "audit-events", str(stop_logging)],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert good.returncode == 0, good.stderr

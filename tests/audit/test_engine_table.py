@@ -12,33 +12,30 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from conftest import shared_data
 from elevation.audit import Finding, RuleSet, load_rules, read_events
 from elevation.audit.engine import FINDINGS_SCHEMA, finding_sort_key, findings_from_table
 from elevation.cloudtrail.records import iter_records_from_path
 from elevation.cloudtrail.schema import EVENT_SCHEMA, record_to_row, row_to_record
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
-CLOUDTRAIL = SHARED / "cloudtrail"
-SIGMAHQ = SHARED / "sigma" / "rules" / "cloud" / "aws" / "cloudtrail"
-
-pytestmark = pytest.mark.skipif(
-    not CLOUDTRAIL.is_dir(), reason=f"sample CloudTrail data not found at {CLOUDTRAIL}"
-)
-
 
 def real_records() -> Iterator[dict[str, Any]]:
     for folder in ("stratus-red-team", "panther-rule-tests"):
-        for path in sorted((CLOUDTRAIL / folder).glob("*.json")):
+        for path in sorted(shared_data(f"cloudtrail/{folder}").glob("*.json")):
             yield from iter_records_from_path(path)
 
 
-@pytest.fixture(scope="module")
-def ruleset() -> RuleSet:
-    return load_rules([SIGMAHQ])
+@pytest.fixture(scope="module", params=["pack", "pack+sigmahq"])
+def ruleset(request: pytest.FixtureRequest) -> RuleSet:
+    """The project's rule pack alone (runs everywhere), and with SigmaHQ's AWS CloudTrail rules (the shared copy)."""
+    if request.param == "pack":
+        return load_rules()
+    return load_rules([shared_data("sigma/rules/cloud/aws/cloudtrail")])
 
 
 @pytest.fixture(scope="module")
 def rows() -> list[dict[str, Any]]:
+    """The real records of the shared samples (Stratus Red Team, Panther) as the extract's rows."""
     converted = []
     for index, record in enumerate(real_records()):
         record = {**record, "eventID": record.get("eventID") or f"generated-{index}"}

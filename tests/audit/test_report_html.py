@@ -22,6 +22,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
+from conftest import generated_records
 from elevation.audit import Finding, load_rules
 from elevation.audit.facts import SessionFacts
 from elevation.audit.report import (
@@ -33,11 +34,9 @@ from elevation.audit.report import (
     session_summary,
     write_findings_jsonl,
 )
-from elevation.cloudtrail.records import iter_records_from_path
 from elevation.resources import data_path
 
 REPO = Path(__file__).resolve().parents[2]
-STRATUS = REPO.parent / "shared" / "data" / "cloudtrail" / "stratus-red-team"
 ARTIFACTS = Path(os.environ.get("ELEVATION_TEST_ARTIFACTS", REPO / "build" / "test-artifacts" / "audit"))
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 
@@ -47,8 +46,9 @@ GRANTED = datetime(2024, 7, 31, 12, 0, tzinfo=UTC)
 
 
 def hostile_records() -> list[dict[str, Any]]:
-    records = list(iter_records_from_path(STRATUS / "aws.defense-evasion.cloudtrail-stop.json"))
-    records += list(iter_records_from_path(STRATUS / "aws.exfiltration.ec2-share-ebs-snapshot.json"))
+    """A session's generated calls (routine ones, a StopLogging, a security group opened to the world) with a
+    hostile user agent, and a bucket policy whose bucket name is an HTML payload."""
+    records = generated_records("StopLogging", "AuthorizeSecurityGroupIngress", account="143434273843")
     for record in records:
         record["userAgent"] = f"aws-cli/2.15 {SCRIPT}"
     last = max(record["eventTime"] for record in records)
@@ -148,7 +148,7 @@ def test_report_shows_the_session_and_its_findings(rendered: dict[str, Any]) -> 
     assert "StopLogging" in page
     titles = {finding.title for finding in rendered["findings"]}
     assert titles and all(title in page for title in titles)
-    assert '"name": "stratus-red-team-ct-stop-trail' in page  # parameters pretty-printed
+    assert '"name": "org-trail"' in page  # parameters pretty-printed (StopLogging's)
     assert "Write operations" in page
     assert "<svg" in rendered["report"].read_text()
 

@@ -7,27 +7,34 @@ from pathlib import Path
 
 import pytest
 
+from conftest import shared_data
 from elevation.audit import load_rules
 from elevation.audit.engine import pack_folder
 
-SIGMA = Path(__file__).resolve().parents[3] / "shared" / "data" / "sigma"
-SIGMAHQ_CLOUDTRAIL = SIGMA / "rules" / "cloud" / "aws" / "cloudtrail"
-SIGMAHQ_UNSUPPORTED = SIGMA / "unsupported"
 
-pytestmark = pytest.mark.skipif(not SIGMAHQ_CLOUDTRAIL.is_dir(), reason=f"SigmaHQ copy not found at {SIGMA}")
+@pytest.fixture
+def sigmahq_cloudtrail() -> Path:
+    """SigmaHQ's AWS CloudTrail rules, from the shared copy."""
+    return shared_data("sigma/rules/cloud/aws/cloudtrail")
 
 
-def test_all_57_sigmahq_cloudtrail_rules_load() -> None:
-    loaded = load_rules([SIGMAHQ_CLOUDTRAIL], include_pack=False)
-    assert len(list(SIGMAHQ_CLOUDTRAIL.glob("*.yml"))) == 57
+@pytest.fixture
+def sigmahq_unsupported() -> Path:
+    """SigmaHQ's old CloudTrail rules with aggregations (count() by, timeframe), which the engine does not evaluate."""
+    return shared_data("sigma/unsupported")
+
+
+def test_all_57_sigmahq_cloudtrail_rules_load(sigmahq_cloudtrail: Path) -> None:
+    loaded = load_rules([sigmahq_cloudtrail], include_pack=False)
+    assert len(list(sigmahq_cloudtrail.glob("*.yml"))) == 57
     assert loaded.unsupported == []
     assert len(loaded.rules) == 57
     assert {rule.severity for rule in loaded.rules} == {"low", "medium", "high"}
     assert len({rule.rule_id for rule in loaded.rules}) == 57
 
 
-def test_the_8_old_aggregation_rules_are_listed_with_a_reason() -> None:
-    loaded = load_rules([SIGMAHQ_UNSUPPORTED], include_pack=False)
+def test_the_8_old_aggregation_rules_are_listed_with_a_reason(sigmahq_unsupported: Path) -> None:
+    loaded = load_rules([sigmahq_unsupported], include_pack=False)
     assert loaded.rules == []
     assert len(loaded.unsupported) == 8
     for rule in loaded.unsupported:
@@ -35,16 +42,18 @@ def test_the_8_old_aggregation_rules_are_listed_with_a_reason() -> None:
         assert "aggregation" in rule.reason or "timeframe" in rule.reason, rule
 
 
-def test_pack_plus_external_folders_load_together() -> None:
+def test_pack_plus_external_folders_load_together(sigmahq_cloudtrail: Path, sigmahq_unsupported: Path) -> None:
     pack_only = load_rules()
-    combined = load_rules([SIGMAHQ_CLOUDTRAIL, SIGMAHQ_UNSUPPORTED])
+    combined = load_rules([sigmahq_cloudtrail, sigmahq_unsupported])
     assert len(combined.rules) == len(pack_only.rules) + 57
     assert len(combined.unsupported) == len(pack_only.unsupported) + 8
 
 
-def test_a_mixed_folder_never_stops_the_load(tmp_path: Path) -> None:
-    shutil.copy(SIGMAHQ_CLOUDTRAIL / "aws_cloudtrail_disable_logging.yml", tmp_path / "good.yml")
-    shutil.copy(SIGMAHQ_UNSUPPORTED / "cloud" / "aws_enum_listing.yml", tmp_path / "aggregation.yml")
+def test_a_mixed_folder_never_stops_the_load(
+    tmp_path: Path, sigmahq_cloudtrail: Path, sigmahq_unsupported: Path
+) -> None:
+    shutil.copy(sigmahq_cloudtrail / "aws_cloudtrail_disable_logging.yml", tmp_path / "good.yml")
+    shutil.copy(sigmahq_unsupported / "cloud" / "aws_enum_listing.yml", tmp_path / "aggregation.yml")
     (tmp_path / "broken.yml").write_text("title: [unclosed\n")
     (tmp_path / "nested").mkdir()
     (tmp_path / "nested" / "windows.yaml").write_text(
@@ -59,15 +68,15 @@ def test_a_mixed_folder_never_stops_the_load(tmp_path: Path) -> None:
     assert [rule.title for rule in loaded.skipped] == ["cmd"]
 
 
-def test_the_same_rule_in_two_folders_is_loaded_once(tmp_path: Path) -> None:
-    shutil.copy(SIGMAHQ_CLOUDTRAIL / "aws_cloudtrail_disable_logging.yml", tmp_path / "copy.yml")
-    loaded = load_rules([SIGMAHQ_CLOUDTRAIL, tmp_path], include_pack=False)
+def test_the_same_rule_in_two_folders_is_loaded_once(tmp_path: Path, sigmahq_cloudtrail: Path) -> None:
+    shutil.copy(sigmahq_cloudtrail / "aws_cloudtrail_disable_logging.yml", tmp_path / "copy.yml")
+    loaded = load_rules([sigmahq_cloudtrail, tmp_path], include_pack=False)
     assert len(loaded.rules) == 57
     assert any("duplicate rule id" in rule.reason for rule in loaded.skipped)
 
 
-def test_rules_can_be_disabled_by_id_or_title() -> None:
-    loaded = load_rules([SIGMAHQ_CLOUDTRAIL], include_pack=False, disabled=["AWS STS AssumeRole Misuse"])
+def test_rules_can_be_disabled_by_id_or_title(sigmahq_cloudtrail: Path) -> None:
+    loaded = load_rules([sigmahq_cloudtrail], include_pack=False, disabled=["AWS STS AssumeRole Misuse"])
     assert len(loaded.rules) == 56
     assert [rule.title for rule in loaded.skipped] == ["AWS STS AssumeRole Misuse"]
 

@@ -8,17 +8,23 @@ from pathlib import Path
 
 import pytest
 
+from conftest import shared_data
 from elevation.cloudtrail.records import MalformedLogFile, iter_records, iter_records_from_path
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "cloudtrail"
 EVENT = {"eventID": "e1", "eventTime": "2024-07-31T13:06:24Z", "eventName": "StopLogging"}
 
 
-def test_reads_every_real_sample_and_reports_the_files_it_does_not_read() -> None:
+@pytest.fixture
+def data() -> Path:
+    """The shared samples of real CloudTrail records."""
+    return shared_data("cloudtrail")
+
+
+def test_reads_every_real_sample_and_reports_the_files_it_does_not_read(data: Path) -> None:
     skipped: list[str] = []
-    records = list(iter_records_from_path(DATA, on_skip=lambda path, reason: skipped.append(path.name)))
-    stratus = list(iter_records_from_path(DATA / "stratus-red-team", on_skip=lambda p, r: None))
-    panther = list(iter_records_from_path(DATA / "panther-rule-tests", on_skip=lambda p, r: None))
+    records = list(iter_records_from_path(data, on_skip=lambda path, reason: skipped.append(path.name)))
+    stratus = list(iter_records_from_path(data / "stratus-red-team", on_skip=lambda p, r: None))
+    panther = list(iter_records_from_path(data / "panther-rule-tests", on_skip=lambda p, r: None))
     assert (len(stratus), len(panther)) == (310, 488)  # the counts the data README promises
     assert len(records) == 310 + 488
     assert sorted(skipped) == ["LICENSE", "LICENSE.txt", "NOTICE", "README.md"]
@@ -98,9 +104,9 @@ def test_malformed_content_says_what_is_wrong(payload: bytes, reason: str) -> No
     assert reason in _error(payload).reason
 
 
-def test_a_missing_path_raises() -> None:
+def test_a_missing_path_raises(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
-        list(iter_records_from_path(DATA / "nope"))
+        list(iter_records_from_path(tmp_path / "nope"))
 
 
 def test_lower_cased_field_names_are_restored() -> None:
