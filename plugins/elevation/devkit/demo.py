@@ -110,8 +110,8 @@ def plan(hour: timedelta = timedelta(hours=1)) -> list[Planned]:
                 "permission_set": "SuperAdmin", "duration_minutes": 60, "justification": "x"}),
         Planned("bad: not eligible", {"requester": "hanako", "account_id": "media-prod",
                 "permission_set": "AdministratorAccess", "duration_minutes": 60, "justification": "curious"}),
-        Planned("bad: zero duration", {"requester": "erin", "account_id": "media-stg",
-                "permission_set": "PowerUserAccess", "duration_minutes": 0, "justification": "x"}),
+        Planned("bad: account not in the organization", {"requester": "erin", "account_id": "999988887777",
+                "permission_set": "PowerUserAccess", "duration_minutes": 60, "justification": "x"}),
         Planned("bad: SQL and HTML in the text, and too long", {"requester": "erin", "account_id": "media-stg",
                 "permission_set": "PowerUserAccess", "duration_minutes": 30,
                 "justification": "'); DROP TABLE elevation_request; -- <script>alert(1)</script>" * 80}),
@@ -169,7 +169,7 @@ def main() -> int:
     for item in plan():
         values = dict(item.values)
         account = values["account_id"]
-        values["account_id"] = world.management_account_id if account == "management" else world.accounts[account]
+        values["account_id"] = world.management_account_id if account == "management" else world.accounts.get(account, account)
         values["start_at"] = day + item.offset
         with engine.begin() as conn:
             labels[queue.insert_request(conn, **values)] = item.label
@@ -182,13 +182,13 @@ def main() -> int:
     if bag.import_errors:
         say(f"DAG import errors: {bag.import_errors}")
         return 1
-    grants, revocations = bag.get_dag("elevation_grants"), bag.get_dag("elevation_revocations")
+    every_minute = ("elevation_intake", "elevation_grants", "elevation_revocations")
 
     def tick(offset: timedelta, note: str = "") -> list[str]:
         at = day + offset
         with _output_to(log):
-            states = [grants.test(logical_date=at).state, revocations.test(logical_date=at).state]
-        return [f"{dag} failed" for dag, state in zip(("grants", "revocations"), states, strict=True) if state != "success"]
+            states = {dag_id: bag.get_dag(dag_id).test(logical_date=at).state for dag_id in every_minute}
+        return [f"{dag_id} failed" for dag_id, state in states.items() if state != "success"]
 
     def act(request_label: str, action: str, actor: str) -> None:
         request_id = next(key for key, value in labels.items() if value == request_label)
