@@ -1,0 +1,175 @@
+"""Whole simulated days on the emulator, with every invariant checked after every step.
+
+`make test` plays a few days from a fixed seed; `make soak` plays many more. Each day is one test, named by its
+seed and database, so a failure replays on its own (the failure message prints the command):
+
+    SIM_SEED=<seed> SIM_EXAMPLES=1 SIM_BACKENDS=<sqlite|postgres> .venv/bin/python -m pytest tests/simulation -s
+
+Environment: SIM_SEED (first seed), SIM_EXAMPLES (days), SIM_HOURS, SIM_EVENTS and SIM_TICK (the day's length, its
+random events, the mean minutes between the scheduler's ticks), SIM_BACKENDS (databases the days cycle through;
+`postgres` needs ELEVATION_TEST_POSTGRES_URL and is skipped without it), SIM_VERBOSE=1 (print every day's log),
+SIM_SHRINK=1 (drop steps from a failing day while its first invariant still breaks; print the smallest day),
+SIM_REPORTS (a folder for each failing day's report and whole log; default: the test's tmp_path).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from elevation.devkit.emulator import AwsEmulator
+from elevation.store.database import create_engine_for_url
+from elevation.store.migrations import upgrade
+
+from .driver import DayResult, Simulation
+from .plan import Plan, draw_plan
+from .soak import RESULTS
+
+SEED = int(os.environ.get("SIM_SEED", "20300603"))
+EXAMPLES = int(os.environ.get("SIM_EXAMPLES", "3"))
+HOURS = float(os.environ.get("SIM_HOURS", "12"))
+EVENTS = int(os.environ.get("SIM_EVENTS", "100"))
+TICK = float(os.environ.get("SIM_TICK", "12"))
+BACKENDS = [name.strip() for name in os.environ.get("SIM_BACKENDS", "sqlite,sqlite,postgres").split(",") if name]
+SHRINK = os.environ.get("SIM_SHRINK") == "1"
+POSTGRES_ENV = "ELEVATION_TEST_POSTGRES_URL"
+
+DAYS = [(SEED + offset, BACKENDS[offset % len(BACKENDS)]) for offset in range(EXAMPLES)]
+
+
+# --- one empty, migrated queue per day ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Where the SQLite queues live: memory when the machine has it (fsyncs would be most of a day's time)."""
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.access(shm, os.W_OK):
+        path = Path(tempfile.mkdtemp(prefix="elevation-sim-", dir=shm))
+        yield path
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        yield tmp_path_factory.mktemp("simulation")
+
+
+@pytest.fixture(scope="module")
+def sqlite_template(workdir: Path) -> Path:
+    """A migrated SQLite queue, copied for each day (migrating costs more than a day's first hour)."""
+    path = workdir / "template.db"
+    engine = create_engine_for_url(f"sqlite:///{path}")
+    upgrade(engine)
+    engine.dispose()
+    return path
+
+
+@pytest.fixture(scope="module")
+def postgres_template() -> Iterator[tuple[sa.Engine, str]]:
+    """A migrated PostgreSQL database that each day's database is created from (CREATE DATABASE ... TEMPLATE)."""
+    base = os.environ.get(POSTGRES_ENV)
+    if not base:
+        pytest.skip(f"{POSTGRES_ENV} is not set: the PostgreSQL days need a server")
+    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
+    name = f"elevation_sim_{os.getpid()}_{datetime.now(UTC):%H%M%S%f}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    template_url = sa.engine.make_url(base).set(database=name).render_as_string(hide_password=False)
+    engine = create_engine_for_url(template_url)
+    upgrade(engine)
+    engine.dispose()
+    yield admin, name
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+class Databases:
+    """Hands out a fresh queue for a day (and for each replay while shrinking), and removes it afterwards."""
+
+    def __init__(self, request: pytest.FixtureRequest, backend: str, workdir: Path) -> None:
+        self.request, self.backend, self.workdir = request, backend, workdir
+        self.made: list[str] = []
+
+    def fresh(self, seed: int) -> str:
+        if self.backend == "sqlite":
+            path = self.workdir / f"queue-{seed}-{len(self.made)}.db"
+            shutil.copyfile(self.request.getfixturevalue("sqlite_template"), path)
+            self.made.append(str(path))
+            return f"sqlite:///{path}"
+        admin, template = self.request.getfixturevalue("postgres_template")
+        name = f"{template}_day_{seed}_{len(self.made)}"
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
+        self.made.append(name)
+        return admin.url.set(database=name).render_as_string(hide_password=False)
+
+    def remove_all(self) -> None:
+        for made in self.made:
+            if self.backend == "sqlite":
+                Path(made).unlink(missing_ok=True)
+            else:
+                admin, _ = self.request.getfixturevalue("postgres_template")
+                with admin.connect() as conn:
+                    conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{made}" WITH (FORCE)'))
+
+
+# --- the days -----------------------------------------------------------------------------------------------
+
+
+def replay_command(seed: int, backend: str) -> str:
+    return (
+        f"SIM_SEED={seed} SIM_EXAMPLES=1 SIM_BACKENDS={backend} SIM_HOURS={HOURS:g} SIM_EVENTS={EVENTS} "
+        f"SIM_TICK={TICK:g} .venv/bin/python -m pytest tests/simulation -s"
+    )
+
+
+def shrink(emulator: AwsEmulator, plan: Plan, result: DayResult, databases: Databases) -> Plan:
+    """Drop chunks of steps, then single steps, while the day still breaks its first invariant the same way."""
+    target = result.violations[0].signature
+    last = max(v.step for v in result.violations if v.signature == target)
+    current = Plan(plan.seed, plan.hours, [step for step in plan.steps if step.index <= last])
+    chunk = max(len(current.steps) // 2, 1)
+    while chunk >= 1:
+        position = 0
+        while position < len(current.steps):
+            candidate = current.without({step.index for step in current.steps[position : position + chunk]})
+            trial = Simulation(emulator, candidate, databases.fresh(plan.seed)).run()
+            if any(v.signature == target for v in trial.violations):
+                current = candidate
+                print(f"shrink: {len(current.steps)} steps still break {target!r}", flush=True)
+            else:
+                position += chunk
+        chunk //= 2
+    return current
+
+
+@pytest.mark.parametrize(("seed", "backend"), DAYS, ids=[f"seed-{seed}-{backend}" for seed, backend in DAYS])
+def test_a_simulated_day_keeps_every_promise(
+    seed: int, backend: str, emulator: AwsEmulator, workdir: Path, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    databases = Databases(request, backend, workdir)
+    try:
+        plan = draw_plan(seed, EVENTS, HOURS, TICK)
+        result = Simulation(emulator, plan, databases.fresh(seed)).run()
+        RESULTS.append(result)
+        if os.environ.get("SIM_VERBOSE") == "1":
+            print("\n".join(result.log))
+        if result.ok:
+            return
+        report = result.report(replay_command(seed, backend))
+        folder = Path(os.environ["SIM_REPORTS"]) if os.environ.get("SIM_REPORTS") else tmp_path
+        folder.mkdir(parents=True, exist_ok=True)
+        whole_day = folder / f"day-{seed}-{backend}.txt"
+        whole_day.write_text(report + "\n\nthe whole day:\n" + "\n".join(result.log) + "\n", encoding="utf-8")
+        if SHRINK:
+            smallest = shrink(emulator, plan, result, databases)
+            print("\nthe smallest day found that still breaks it:\n" + "\n".join(s.describe() for s in smallest.steps))
+        pytest.fail(f"{report}\n(the whole day's log: {whole_day})", pytrace=False)
+    finally:
+        databases.remove_all()
