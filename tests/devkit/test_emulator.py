@@ -17,7 +17,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError, ReadTimeoutError
 
-from elevation.devkit.emulator import AwsEmulator
+from elevation.devkit.emulator import AwsEmulator, EmulatorControl
 
 NO_RETRY = Config(retries={"mode": "standard", "total_max_attempts": 1})
 ACCOUNT_A = "111111111111"
@@ -691,6 +691,9 @@ def test_command_line_serves_in_the_foreground() -> None:
             aws_secret_access_key="testing",
         )
         assert len(client.list_instances()["Instances"]) == 1
+        printed = [proc.stdout.readline().strip() for _ in range(5)]
+        assert printed[-1].startswith(f"# control endpoint: {endpoint}/_emulator")
+        assert EmulatorControl(endpoint).calls().operations == ["ListInstances"]  # reachable from this process
     finally:
         proc.terminate()
         assert proc.wait(timeout=10) == 0

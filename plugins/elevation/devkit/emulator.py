@@ -1759,6 +1759,7 @@ def main(argv: list[str] | None = None) -> int:
             print(emulator.endpoint_url, flush=True)
             for name, value in emulator.environment().items():
                 print(f"export {name}={value}", flush=True)
+            print(f"# control endpoint: {emulator.control_url} (see {__name__})", flush=True)
             while True:
                 time.sleep(3600)
         except KeyboardInterrupt:
