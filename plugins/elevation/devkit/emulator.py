@@ -4,9 +4,10 @@ This module is the ONE place where moto is extended. moto (5.2.x) serves the
 AWS APIs from a background thread of the current process, on a free loopback
 port. Every request passes through ``_EmulatorApp``, a WSGI middleware that
 records it, injects faults on the wire and answers the Identity Center calls
-where moto is thinner than AWS. The middleware never patches moto's code: it
-only talks to moto over WSGI, so a moto upgrade cannot silently change what
-the emulator does.
+where moto is thinner than AWS; under ``/_emulator`` it serves the controls to
+other processes (see "The control endpoint" below). The middleware never
+patches moto's code: it only talks to moto over WSGI, so a moto upgrade cannot
+silently change what the emulator does.
 
 Deviations from plain moto, and why
 -----------------------------------
