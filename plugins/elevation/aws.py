@@ -87,6 +87,28 @@ def call_with_retry(
     raise AssertionError("unreachable")
 
 
+class Pacer:
+    """Spaces calls at least 1/rate seconds apart (client-side pacing: throttling is retried, but a large
+    organization's reconcile should not lean on it)."""
+
+    def __init__(
+        self,
+        calls_per_second: float,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.interval = 1.0 / calls_per_second
+        self._clock, self._sleep = clock, sleep
+        self._next = 0.0
+
+    def wait(self) -> None:
+        now = self._clock()
+        if now < self._next:
+            self._sleep(self._next - now)
+            now = self._next
+        self._next = now + self.interval
+
+
 @dataclass
 class AwsClients:
     sso_admin: Any

@@ -1,7 +1,7 @@
 """The configuration file: one YAML document whose path is in the environment variable ELEVATION_CONFIG.
 
 Sections: `connections` (Airflow connection ids), `policy` (who may request what, approvers, limits, standing
-assignments; see policy.py), `extract` and `audit`. Every section is validated at load; a broken file raises
+assignments; see policy.py), `extract`, `audit` and `reconcile`. Every section is validated at load; a broken file raises
 :class:`ConfigError` naming the file, the field and the problem.
 """
 
@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from elevation.access.settings import ReconcileSettings
 from elevation.audit.settings import AuditSettings
 from elevation.extract.settings import ExtractSettings
 from elevation.policy import Policy
@@ -38,6 +39,7 @@ class ElevationConfig(BaseModel):
     policy: Policy = Policy()
     extract: ExtractSettings = ExtractSettings()
     audit: AuditSettings = AuditSettings()
+    reconcile: ReconcileSettings = ReconcileSettings()
 
 
 def config_path() -> Path:

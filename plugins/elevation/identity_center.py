@@ -8,6 +8,8 @@ low against the shared rate limit.
 
 from __future__ import annotations
 
+import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -15,7 +17,7 @@ from typing import Any, Literal
 
 from botocore.exceptions import ClientError
 
-from elevation.aws import AttemptHook, AwsClients, RetryPolicy, call_with_retry, error_code
+from elevation.aws import AttemptHook, AwsClients, Pacer, RetryPolicy, call_with_retry, error_code
 from elevation.policy import IdentityCenterSettings
 
 PrincipalType = Literal["USER", "GROUP"]
@@ -78,13 +80,22 @@ class IdentityCenter:
     _group_ids: dict[str, str | None] = field(default_factory=dict, init=False)
     _account_ous: dict[str, list[str]] = field(default_factory=dict, init=False)
     _group_names: dict[str, str] = field(default_factory=dict, init=False)
+    _user_names: dict[str, str] = field(default_factory=dict, init=False)
+    _pacer: Pacer | None = field(default=None, init=False)
+    calls: Counter[str] = field(default_factory=Counter, init=False)  # attempts sent, by operation
 
     def _call(self, operation: str, client: Any, **kwargs: Any) -> Any:
         method = getattr(client, _snake(operation))
         extra = {"sleep": self.sleep} if self.sleep else {}
-        return call_with_retry(
-            operation, lambda: method(**kwargs), policy=self.retry, on_attempt=self.on_attempt, **extra
-        )
+        if self._pacer is None:
+            self._pacer = Pacer(self.settings.max_calls_per_second, sleep=self.sleep or time.sleep)
+
+        def paced() -> Any:
+            self._pacer.wait()  # type: ignore[union-attr]
+            self.calls[operation] += 1
+            return method(**kwargs)
+
+        return call_with_retry(operation, paced, policy=self.retry, on_attempt=self.on_attempt, **extra)
 
     def _pages(self, operation: str, client: Any, key: str, **kwargs: Any) -> Iterator[Any]:
         token: str | None = None
@@ -259,6 +270,61 @@ class IdentityCenter:
                 raise
         self._account_ous[account_id] = chain
         return chain
+
+    def user_name(self, user_id: str) -> str:
+        if user_id not in self._user_names:
+            user = self._call(
+                "DescribeUser", self.clients.identitystore, IdentityStoreId=self.identity_store_id, UserId=user_id
+            )
+            self._user_names[user_id] = str(user["UserName"])
+        return self._user_names[user_id]
+
+    def principal_name(self, principal_type: str, principal_id: str) -> str:
+        """A user's name or a group's display name, for people reading a report (the id when it is gone)."""
+        try:
+            if principal_type == "GROUP":
+                return self._group_name(principal_id)
+            return self.user_name(principal_id)
+        except ClientError as error:
+            if error_code(error) == "ResourceNotFoundException":
+                return principal_id
+            raise
+
+    def accounts_under(self, parent_id: str) -> list[str]:
+        """Every account below an OU (or the root), at any depth."""
+        accounts = [
+            str(item["Id"])
+            for item in self._pages("ListAccountsForParent", self.clients.organizations, "Accounts", ParentId=parent_id)
+        ]
+        for unit in self._pages(
+            "ListOrganizationalUnitsForParent", self.clients.organizations, "OrganizationalUnits", ParentId=parent_id
+        ):
+            accounts += self.accounts_under(str(unit["Id"]))
+        return accounts
+
+    def accounts_provisioned_with(self, permission_set_arn: str) -> set[str]:
+        return {
+            str(account)
+            for account in self._pages(
+                "ListAccountsForProvisionedPermissionSet",
+                self.clients.sso_admin,
+                "AccountIds",
+                InstanceArn=self.instance_arn,
+                PermissionSetArn=permission_set_arn,
+            )
+        }
+
+    def permission_sets_provisioned_to(self, account_id: str) -> set[str]:
+        return {
+            str(arn)
+            for arn in self._pages(
+                "ListPermissionSetsProvisionedToAccount",
+                self.clients.sso_admin,
+                "PermissionSets",
+                InstanceArn=self.instance_arn,
+                AccountId=account_id,
+            )
+        }
 
     # --- assignments --------------------------------------------------------------------------------------
 

@@ -51,6 +51,32 @@ def revocations(context: dict[str, Any], runtime: Runtime | None = None) -> dict
     return _summarise("revocations", run_revocations(runtime))
 
 
+def reconcile(context: dict[str, Any], runtime: Runtime | None = None) -> dict[str, Any]:
+    """Reconcile, write its report, and fail the run when enforce mode refused (safety limit) or a removal failed:
+    the drift is recorded and reported either way."""
+    from elevation.access.reconcile import ReconcileRefused, describe, run_reconcile
+    from elevation.access.reconcile_report import write_reconcile_report
+
+    runtime = runtime or runtime_for_run(context, "elevation_reconcile")
+    summary = run_reconcile(runtime)
+    report = write_reconcile_report(runtime, summary) if runtime.config.reconcile.has_scope else None
+    result = {
+        "mode": summary.mode,
+        "drift": [describe(item, summary.names) for item in summary.drift],
+        "removed": [describe(item, summary.names) for item in summary.removed],
+        "recreated": [describe(item, summary.names) for item in summary.recreated],
+        "calls": dict(summary.calls),
+        "report": report,
+    }
+    for item in summary.drift:
+        log.warning("drift %s", describe(item, summary.names))
+    if summary.refused:
+        raise ReconcileRefused(summary.refused)
+    if summary.failed:
+        raise ReconcileRefused("; ".join(f"{describe(item, summary.names)}: {why}" for item, why in summary.failed))
+    return result
+
+
 class ActionRefused(RuntimeError):
     """The form's decision was recorded and refused: the run fails so the person sees it."""
 

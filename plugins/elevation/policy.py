@@ -110,6 +110,8 @@ class IdentityCenterSettings(_Model):
     instance_arn: str | None = None  # discovered with ListInstances when omitted
     identity_store_id: str | None = None
     region: str | None = None  # defaults to the connection's region
+    # Identity Center's APIs share about 20 requests/s per account: calls are paced client-side to stay under it.
+    max_calls_per_second: float = Field(20.0, gt=0)
 
 
 class Limits(_Model):

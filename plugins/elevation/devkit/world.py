@@ -161,7 +161,9 @@ def policy_document(world: World, **overrides: Any) -> dict[str, Any]:
         for login, (_, _, email, _) in PEOPLE.items()
     ] + [{"login": login, "email": email, "identity_center_user": login} for login, email in GHOSTS.items()]
     policy: dict[str, Any] = {
-        "identity_center": {"instance_arn": world.instance_arn, "identity_store_id": world.identity_store_id},
+        # The emulator has no rate limit: pace loosely so tests and the demo stay quick (AWS itself: 20/s).
+        "identity_center": {"instance_arn": world.instance_arn, "identity_store_id": world.identity_store_id,
+                            "max_calls_per_second": 500},
         "management_account_id": world.management_account_id,
         "people": people,
         "eligibility": [

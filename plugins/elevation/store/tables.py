@@ -124,3 +124,22 @@ audits = sa.Table(
     sa.Column("finalized_at", UtcDateTime),
     sa.Column("announced_at", UtcDateTime),
 )
+
+drift = sa.Table(
+    "elevation_drift",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("principal_type", sa.String(8), nullable=False),
+    sa.Column("principal_id", sa.Text, nullable=False),
+    sa.Column("principal_name", sa.Text),
+    sa.Column("permission_set_arn", sa.Text, nullable=False),
+    sa.Column("permission_set_name", sa.Text),
+    sa.Column("account_id", sa.String(12), nullable=False),
+    sa.Column("request_id", sa.Integer),
+    sa.Column("detail", sa.Text),
+    sa.Column("first_seen_at", UtcDateTime, nullable=False),
+    sa.Column("last_seen_at", UtcDateTime, nullable=False),
+    sa.Column("resolved_at", UtcDateTime),
+    sa.Column("resolution", sa.Text),
+)
