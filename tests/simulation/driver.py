@@ -37,7 +37,7 @@ from elevation.store.tables import actions, events, requests, sessions
 from . import invariants
 from .invariants import Knowledge, Violation
 from .observe import EventLog, Names, Snapshot, Triple, aws_requests, snapshot
-from .plan import DAY_START, Act, ByHand, Crash, Fault, FileRequest, HostileRow, Now, Plan, Run, Step
+from .plan import DAY_START, Act, ByHand, Crash, Fault, FileRequest, HostileRow, Now, Plan, Run, Step, when
 
 JOBS = {"intake": run_intake, "grants": run_grants, "revocations": run_revocations}
 #: Small poll settings: a held creation gives up within a simulated minute.
@@ -178,7 +178,7 @@ class DayResult:
             again = self.repeats.get(first.key, 0)
             lines.append(
                 f"\n[{invariant}] {signature}: {len(found)} time(s); first at step #{first.step:03d} "
-                f"({first.at:%H:%M:%S}): {first.message}"
+                f"({when(first.at)}): {first.message}"
                 + (f" (still true {again} step(s) later)" if again else "")
             )
             if first.rows:
@@ -272,6 +272,7 @@ class Simulation:
 
     def run(self) -> DayResult:
         started = time.monotonic()
+        saved = random.getstate()  # the day seeds the global generator (the retry jitter); others' tests keep theirs
         self._setup()
         try:
             for step in self.plan.steps:
@@ -280,6 +281,7 @@ class Simulation:
             final = Counter(row["status"] for row in self._snapshot().requests.values())
         finally:
             self._teardown()
+            random.setstate(saved)
         return DayResult(
             seed=self.plan.seed,
             plan=self.plan,
@@ -367,9 +369,14 @@ class Simulation:
         request_id = self.labels.get(act.request, 10**6)  # a refused row: a request that does not exist
         self.touched.add(request_id)
         ids = []
-        with self.reader.begin() as conn:
-            for _ in range(act.copies):
-                ids.append(queue.insert_action(conn, request_id, act.action, act.actor, f"sim step {self.step_index}"))
+        comment = act.comment if act.comment is not None else f"sim step {self.step_index}"
+        try:
+            with self.reader.begin() as conn:
+                for _ in range(act.copies):
+                    ids.append(queue.insert_action(conn, request_id, act.action, act.actor, comment))
+        except sa.exc.DBAPIError as error:
+            self.counts["actions refused"] += act.copies
+            return f"refused by the database: {str(error.orig)[:100]}"
         self.counts["actions"] += len(ids)
         return f"action(s) {ids} on request {request_id}"
 
@@ -424,21 +431,23 @@ class Simulation:
             control.hold_deletions(1)
         return "armed"
 
-    def _runtime(self, run: Run, copy: int) -> SimRuntime:
-        if run.retry and copy == 0 and run.job in self.killed:
-            worker = self.killed[run.job]
+    def _runtime(self, run: Run, job: str, first: bool) -> SimRuntime:
+        """The Runtime of one task: a new worker, or the killed try's worker id for an Airflow retry; the plan's
+        kill goes to the run's first task only."""
+        if run.retry and first and job in self.killed:
+            worker = self.killed[job]
         else:
             self.workers += 1
-            worker = f"{run.job}/worker-{self.workers}"
+            worker = f"{job}/worker-{self.workers}"
         tripwire = None
-        if run.crash is not None and copy == 0:
+        if run.crash is not None and first:
             tripwire = Tripwire(run.crash, self.engine.dialect.loaded_dbapi.OperationalError)
         return SimRuntime(
             config=self.config,
             engine=self.engine,
             identity_center_factory=identity_center_from_airflow,
             as_of=self.clock.now(),
-            actor=f"dag:{run.job}/step-{self.step_index}",
+            actor=f"dag:{job}/step-{self.step_index}",
             clock=self.clock.now,
             sleep=self.clock.sleep,
             monotonic=self.clock.monotonic,
@@ -447,47 +456,57 @@ class Simulation:
         )
 
     def _run(self, run: Run) -> str:
+        """Run the step's tasks (one, the same job twice, or two jobs at once, each on its own thread)."""
         as_of = self.clock.now()
-        clean = run.copies == 1 and run.crash is None and self.emulator.faults.remaining == 0
-        before = set(self._request_ids()) if run.job == "intake" else set()
-        runtimes = [self._runtime(run, copy) for copy in range(run.copies)]
-        outcomes: list[tuple[str, str]] = [("", "")] * len(runtimes)
+        jobs = [run.job] * run.copies + ([run.alongside] if run.alongside else [])
+        clean = len(jobs) == 1 and run.crash is None and self.emulator.faults.remaining == 0
+        before, held = self._rows_and_claims(as_of) if jobs == ["intake"] else (set(), set())
+        tasks = [(job, self._runtime(run, job, index == 0)) for index, job in enumerate(jobs)]
+        outcomes: list[tuple[str, str]] = [("", "")] * len(tasks)
 
-        def play(index: int, runtime: SimRuntime) -> None:
-            outcomes[index] = self._execute(run.job, runtime)
+        def play(index: int) -> None:
+            job, runtime = tasks[index]
+            outcomes[index] = self._execute(job, runtime)
 
-        if len(runtimes) == 1:
-            play(0, runtimes[0])
+        if len(tasks) == 1:
+            play(0)
         else:
-            threads = [threading.Thread(target=play, args=(i, rt), daemon=True) for i, rt in enumerate(runtimes)]
+            threads = [threading.Thread(target=play, args=(index,), daemon=True) for index in range(len(tasks))]
             for thread in threads:
                 thread.start()
             for thread in threads:
                 thread.join(THREAD_TIMEOUT)
                 if thread.is_alive():
-                    raise RuntimeError(f"step {self.step_index}: a {run.job} run did not finish in {THREAD_TIMEOUT}s")
+                    raise RuntimeError(f"step {self.step_index}: a run did not finish in {THREAD_TIMEOUT}s: hung")
+        first = tasks[0][1]
         notes = []
-        if runtimes[0].worker == self.killed.get(run.job):
+        if first.worker == self.killed.get(run.job):
             notes.append("an Airflow retry of the killed try: same worker id")
             del self.killed[run.job]
-        if runtimes[0].tripwire is not None and not runtimes[0].tripwire.fired:
+        if first.tripwire is not None and not first.tripwire.fired:
             notes.append("the kill never came")
         with self.reader.connect() as conn:  # what a killed try still holds, or a finished one left claimed
             self.touched |= set(
                 conn.execute(
-                    sa.select(requests.c.id).where(requests.c.claimed_by.in_([rt.worker for rt in runtimes]))
+                    sa.select(requests.c.id).where(requests.c.claimed_by.in_([rt.worker for _, rt in tasks]))
                 ).scalars()
             )
-        for runtime, (kind, _) in zip(runtimes, outcomes, strict=True):
-            self.counts[f"{run.job} {kind}"] += 1
+        for (job, runtime), (kind, _) in zip(tasks, outcomes, strict=True):
+            self.counts[f"{job} {kind}"] += 1
             if kind == "killed":
-                self.killed[run.job] = runtime.worker
-            if run.job == "revocations":
+                self.killed[job] = runtime.worker
+            if job == "revocations":
                 self.know.revocation_runs.append((as_of, kind))
-        if run.job == "intake" and clean and outcomes[0][0] == "ok":
+        if clean and jobs == ["intake"]:
             snap = self._snapshot()
-            self._record(invariants.clean_intake_judges_every_row(snap, self.know, before), snap)
-        done = "; ".join(f"{rt.worker}: {kind} {detail}".rstrip() for rt, (kind, detail) in zip(runtimes, outcomes, strict=True))
+            kind, detail = outcomes[0]
+            if kind == "ok":
+                self._record(invariants.clean_intake_judges_every_row(snap, self.know, before - held), snap)
+            else:
+                self._record([invariants.clean_intake_failed(detail)], snap)
+        done = "; ".join(
+            f"{runtime.worker}: {kind} {detail}".rstrip() for (_, runtime), (kind, detail) in zip(tasks, outcomes, strict=True)
+        )
         return done + "".join(f" ({note})" for note in notes)
 
     def _execute(self, job: str, runtime: SimRuntime) -> tuple[str, str]:
@@ -527,7 +546,7 @@ class Simulation:
                 self.step_index = index
                 self.touched = set()
                 outcome = self._run(Run(job))
-                text = f"#{index:03d} {self.clock.now():%H:%M:%S} settle: run {job} -> {outcome}"
+                text = f"#{index:03d} {when(self.clock.now())} settle: run {job} -> {outcome}"
                 self.entries.append(Entry(index, text, frozenset(self.touched)))
                 self._check(invariants.AFTER_EVERY_STEP)
         self._check(invariants.AFTER_THE_DAY)
@@ -552,15 +571,19 @@ class Simulation:
 
     # --- checking -----------------------------------------------------------------------------------------
 
-    def _request_ids(self) -> list[int]:
+    def _rows_and_claims(self, now: datetime) -> tuple[set[int], set[int]]:
+        """Every request, and those a worker holds right now (a killed one's claim lasts until its lease ends)."""
         with self.reader.connect() as conn:
-            return list(conn.execute(sa.select(requests.c.id)).scalars())
+            rows = conn.execute(sa.select(requests.c.id, requests.c.claimed_until)).all()
+        held = {row.id for row in rows if isinstance(row.claimed_until, datetime) and row.claimed_until > now}
+        return {row.id for row in rows}, held
 
     def _snapshot(self) -> Snapshot:
         return snapshot(self.reader, self.emulator, self.events, self.clock.now())
 
     def _check(self, checks: tuple[invariants.Check, ...]) -> None:
         snap = self._snapshot()
+        self.know.note_preexisting(snap)
         for check in checks:
             self._record(check(snap, self.know), snap)
 
@@ -576,6 +599,12 @@ class Simulation:
 
     def _rows(self, request_ids: tuple[int, ...]) -> str:
         """The rows a violation involves, as they are when it is first seen."""
+        try:
+            return self._read_rows(request_ids)
+        except Exception as error:  # a row the database driver cannot even hand over
+            return f"    (rows of requests {sorted(request_ids)} could not be read: {type(error).__name__}: {error})"
+
+    def _read_rows(self, request_ids: tuple[int, ...]) -> str:
         lines = []
         with self.reader.connect() as conn:
             for request_id in sorted(set(request_ids))[:4]:
@@ -593,7 +622,7 @@ class Simulation:
                     .order_by(events.c.id)
                 ).mappings():
                     lines.append(
-                        f"      event {event['id']} {event['at']:%H:%M:%S} {event['kind']} {event['from_status'] or ''}"
+                        f"      event {event['id']} {when(event['at'])} {event['kind']} {event['from_status'] or ''}"
                         f"->{event['to_status'] or ''} {event['reason_code'] or ''} by {event['actor']} "
                         f"{(event['detail'] or '')[:140]}"
                     )
@@ -623,7 +652,7 @@ def _pick(row: Any, columns: tuple[str, ...]) -> str:
         if value is None:
             continue
         if isinstance(value, datetime):
-            value = f"{value:%H:%M:%S}"
+            value = when(value)
         text = str(value)
         parts.append(f"{column}={text[:90] + '...' if len(text) > 90 else text}")
     return ", ".join(parts)

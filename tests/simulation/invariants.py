@@ -16,6 +16,7 @@ from elevation.lifecycle import TERMINAL, Status
 from elevation.policy import Policy, RequestFacts, check_approver
 
 from .observe import AwsRequest, Names, Snapshot, Triple, triple_of
+from .plan import when
 
 
 @dataclass
@@ -46,6 +47,17 @@ class Knowledge:
     initial_status: dict[int, str] = field(default_factory=dict)  # request id -> status it was inserted with
     innocent: set[int] = field(default_factory=set)  # well-formed rows filed through the queue API
     revocation_runs: list[tuple[datetime, str]] = field(default_factory=list)  # (as of, ok|overdue|failed|killed)
+    # request id -> place in the AWS history from which its session's assignment counts as pre-existing (the
+    # history's length when the flag was first seen, at the check before); kept up to date by `note_preexisting`
+    preexisting_since: dict[int, int] = field(default_factory=dict)
+    history_seen: int = 0
+
+    def note_preexisting(self, snap: Snapshot) -> None:
+        """Remember when each session was first recorded as pre-existing (call once per check, before checking)."""
+        for request_id, session in snap.sessions.items():
+            if session["assignment_preexisted"] and request_id not in self.preexisting_since:
+                self.preexisting_since[request_id] = self.history_seen
+        self.history_seen = len(snap.history)
 
 
 Check = Callable[[Snapshot, Knowledge], list[Violation]]
@@ -104,9 +116,11 @@ def _describe_sessions(triple: Triple, snap: Snapshot) -> str:
         request_id = session["request_id"]
         parts.append(
             f"request {request_id} is {snap.status_of(request_id)} (creation sent "
-            f"{session['creation_sent_at'] or '-'}, request id {session['creation_request_id'] or '-'}, status "
-            f"{session['creation_status'] or '-'}; removed {session['assignment_removed_at'] or '-'}, kept "
-            f"{'yes' if session['kept_because'] else 'no'})"
+            f"{when(session['creation_sent_at']) if session['creation_sent_at'] else '-'}, request id "
+            f"{session['creation_request_id'] or '-'}, status {session['creation_status'] or '-'}; removed "
+            f"{when(session['assignment_removed_at']) if session['assignment_removed_at'] else '-'}, kept "
+            f"{'yes' if session['kept_because'] else 'no'}"
+            f"{', pre-existing' if session['assignment_preexisted'] else ''})"
         )
     return "; ".join(parts) or "no session ever recorded it"
 
@@ -186,8 +200,8 @@ def no_access_outlives_its_session(snap: Snapshot, know: Knowledge) -> list[Viol
                     signature=f"access outlives a {status} session without a loud revocations run",
                     message=(
                         f"request {request_id} ({status}) still holds {know.names.triple(triple)}"
-                        f"{_copies(triple, snap)} at {snap.at:%H:%M:%S}; {what} was {due:%H:%M:%S}, margin "
-                        f"{know.margin}, and the revocations run as of {quiet[0]:%H:%M:%S} finished ok "
+                        f"{_copies(triple, snap)} at {when(snap.at)}; {what} was {when(due)}, margin "
+                        f"{know.margin}, and the revocations run as of {when(quiet[0])} finished ok "
                         f"without removing it or raising RevocationOverdue"
                     ),
                     request_ids=(request_id,),
@@ -292,7 +306,7 @@ def every_request_ends_with_a_reason(snap: Snapshot, know: Knowledge) -> list[Vi
                 signature=f"{kind} request left {row['status']}" + ("" if row["reason_code"] else " without a reason"),
                 message=(
                     f"request {request_id} ({kind}) is {row['status']} with reason {row['reason_code']!r} "
-                    f"({row['status_reason']!r}) after the day was settled; validated_at {row['validated_at']}"
+                    f"({row['status_reason']!r}) after the day was settled; validated at {when(row['validated_at'])}"
                 ),
                 request_ids=(request_id,),
             )
@@ -316,9 +330,9 @@ def every_action_processed(snap: Snapshot, know: Knowledge) -> list[Violation]:
 
 
 def clean_intake_judges_every_row(snap: Snapshot, know: Knowledge, inserted_before: set[int]) -> list[Violation]:
-    """After an intake that ran alone, unharmed, with Identity Center healthy: every row inserted before it is
-    validated or decided. An innocent row left behind was held up (by another's bad row); a bad one left
-    pending is deferred, maybe forever, instead of rejected with a reason."""
+    """After an intake that ran alone, unharmed, with Identity Center healthy: every row inserted before it (and
+    not held by another worker's claim then) is validated or decided. An innocent row left behind was held up
+    (by another's bad row); a bad one left pending is deferred, maybe forever, instead of rejected with a reason."""
     out = []
     for request_id in sorted(inserted_before):
         row = snap.requests.get(request_id)
@@ -339,6 +353,17 @@ def clean_intake_judges_every_row(snap: Snapshot, know: Knowledge, inserted_befo
             )
         )
     return out
+
+
+def clean_intake_failed(error: str) -> Violation:
+    """An intake that ran alone, unharmed, with Identity Center healthy, raised: some row stops every intake."""
+    kind = error.split(":", 1)[0]
+    return Violation(
+        "clean_intake_judges_every_row",
+        key=f"intake failed {kind}",
+        signature=f"intake failed with Identity Center healthy ({kind})",
+        message=f"an intake that ran alone, unharmed, with Identity Center healthy raised {error}",
+    )
 
 
 # --- 5. the event log accounts for every transition and every change made in AWS ----------------------------
@@ -438,15 +463,20 @@ def every_deletion_recorded(snap: Snapshot, know: Knowledge) -> list[Violation]:
 def access_others_need_is_never_removed(snap: Snapshot, know: Knowledge) -> list[Violation]:
     """The system never deletes a standing assignment, one made by hand, or one it recorded as pre-existing."""
     out = []
-    preexisting = {triple_of(s) for s in snap.sessions.values() if s["assignment_preexisted"]}
+    preexisting: dict[Triple, int] = {}  # assignment -> from where in the history it counts as pre-existing
+    for request_id, since in know.preexisting_since.items():
+        session = snap.sessions.get(request_id)
+        if session is not None:
+            triple = triple_of(session)
+            preexisting[triple] = min(since, preexisting.get(triple, since))
+    never = len(snap.history)
     for position, item in enumerate(snap.history):
         if item.kind != "deletion" or item.failed or item.request_id in know.by_hand_ids:
             continue
-        made_by_hand_before = know.by_hand.get(item.triple, len(snap.history)) < position
         whose = (
             "a standing assignment" if item.triple in know.standing
-            else "an assignment made by hand before any grant" if made_by_hand_before
-            else "an assignment recorded as pre-existing" if item.triple in preexisting
+            else "an assignment made by hand before any grant" if know.by_hand.get(item.triple, never) < position
+            else "an assignment recorded as pre-existing" if preexisting.get(item.triple, never) <= position
             else None
         )
         if whose is None:

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 
 from elevation.devkit.emulator import MOTO_ACCOUNT_ID, AwsEmulator
 from elevation.devkit.world import World
+from elevation.store.database import UtcDateTime, parse_time
 from elevation.store.tables import actions, events, requests, sessions
 
 
@@ -144,10 +145,32 @@ class Snapshot:
         return None if row is None else row["status"]
 
 
+def _request_columns(dialect: str) -> list[Any]:
+    """The request columns the invariants read (not the big free text). On PostgreSQL times come as text, parsed
+    leniently here: a hostile row's year 10000 must not stop the simulation from seeing what the system did."""
+    out: list[Any] = []
+    for column in requests.c:
+        if column.name in ("justification", "ticket"):
+            continue
+        if dialect == "postgresql" and isinstance(column.type, UtcDateTime):
+            out.append(sa.type_coerce(sa.cast(column, sa.Text), _LenientTime()).label(column.name))
+        else:
+            out.append(column)
+    return out
+
+
+class _LenientTime(sa.types.TypeDecorator):
+    impl = sa.Text
+    cache_ok = True
+
+    def process_result_value(self, value: Any, dialect: sa.Dialect) -> Any:
+        return parse_time(value)
+
+
 def snapshot(engine: sa.Engine, emulator: AwsEmulator, log: EventLog, at: datetime) -> Snapshot:
-    wanted = [column for column in requests.c if column.name not in ("justification", "ticket")]  # big, unused
     with engine.connect() as conn:
         log.read_new(conn)
+        wanted = _request_columns(conn.dialect.name)
         request_rows = {row["id"]: dict(row) for row in conn.execute(sa.select(*wanted)).mappings()}
         session_rows = {row["request_id"]: dict(row) for row in conn.execute(sa.select(sessions)).mappings()}
         action_rows = [dict(row) for row in conn.execute(sa.select(actions).order_by(actions.c.id)).mappings()]

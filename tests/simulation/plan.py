@@ -125,10 +125,11 @@ class Act:
     actor: str
     copies: int = 1
     note: str = ""
+    comment: str | None = None  # None: a short one naming the step
 
     def describe(self) -> str:
         copies = f" x{self.copies}" if self.copies > 1 else ""
-        return f"{self.action} {self.request} by {self.actor}{copies} ({self.note})"
+        return f"{self.action} {self.request} by {self.actor[:20]}{copies} ({self.note})"
 
 
 @dataclass
@@ -195,11 +196,16 @@ class Run:
 
     job: str  # intake | grants | revocations
     copies: int = 1
-    crash: Crash | None = None
+    crash: Crash | None = None  # strikes the first task
     retry: bool = False  # if this job's last try was killed: retry it with the same worker id (an Airflow retry)
+    alongside: str | None = None  # another DAG's task running at the same moment
 
     def describe(self) -> str:
-        parts = [f"run {self.job}" + (f" x{self.copies} at once" if self.copies > 1 else "")]
+        parts = [f"run {self.job}" + (f" x{self.copies}" if self.copies > 1 else "")]
+        if self.alongside:
+            parts[0] += f" and {self.alongside}"
+        if self.copies > 1 or self.alongside:
+            parts[0] += " at once"
         if self.crash:
             parts.append(self.crash.describe())
         return ", ".join(parts)
@@ -397,7 +403,15 @@ class _Drawer:
         action = rng.choices(["approve", "reject", "cancel", "revoke", "nonsense"], [35, 8, 15, 22, 3])[0]
         copies = rng.choices([1, 2, 3], [75, 18, 7])[0]
         if action == "nonsense":
-            return Act(target.label, "delete", target.requester, copies, "an action that does not exist")
+            return rng.choice(
+                [
+                    Act(target.label, "delete", target.requester, copies, "an action that does not exist"),
+                    Act(target.label, "revoke", "x" * 10_000, copies, "a 10,000-character actor"),
+                    Act(target.label, "cancel", target.requester, copies, "a 100,000-character comment",
+                        comment="c" * 100_000),
+                    Act("r999999", "approve", "bob", copies, "a request that does not exist"),
+                ]
+            )
         if action in ("approve", "reject"):
             if self.chance(0.7):
                 actor, note = rng.choice(right), "by an approver"
@@ -492,6 +506,9 @@ class _Drawer:
         more often doubled or killed."""
         rng = self.rng
         copies = 2 if self.chance(0.3 if extra else 0.08) else 1
+        # The three DAGs are scheduled independently: their tasks often run at the same moment.
+        others = [other for other in ("intake", "grants", "revocations") if other != job]
+        alongside = rng.choice(others) if self.chance(0.3 if extra else 0.15) else None
         crash = None
         if self.chance(0.4 if extra else 0.2):
             where = rng.choices(["aws", "aws-unrecorded", "db-write", "db-drop"], [35, 15, 35, 15])[0]
@@ -500,7 +517,7 @@ class _Drawer:
             else:
                 target = rng.choices(DB_TARGETS, [30, 30, 15, 10, 15])[0]
             crash = Crash(where, rng.randint(1, 2) if target else rng.randint(1, 12), target)
-        return Run(job, copies, crash, retry=self.chance(0.35))
+        return Run(job, copies, crash, retry=self.chance(0.35), alongside=alongside)
 
     def by_hand(self, minute: float) -> list[Action]:
         """An assignment made outside the system for a subject the day has not filed yet, then a request for it."""
@@ -569,7 +586,13 @@ def draw_plan(seed: int, events: int, hours: float, tick: float = 15.0) -> Plan:
 
 
 def _clock(minute: float) -> str:
-    at = DAY_START + timedelta(minutes=minute)
+    return when(DAY_START + timedelta(minutes=minute))
+
+
+def when(at: object) -> str:
+    """A simulated moment as the day's log shows it: 14:05:00, or +1d 07:40:00 after the day."""
+    if not isinstance(at, datetime):
+        return str(at)
     day = (at.date() - DAY_START.date()).days
     return f"{'+' + str(day) + 'd ' if day else ''}{at:%H:%M:%S}"
 

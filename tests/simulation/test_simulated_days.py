@@ -8,7 +8,8 @@ seed and database, so a failure replays on its own (the failure message prints t
 Environment: SIM_SEED (first seed), SIM_EXAMPLES (days), SIM_HOURS, SIM_EVENTS and SIM_TICK (the day's length, its
 random events, the mean minutes between the scheduler's ticks), SIM_BACKENDS (databases the days cycle through;
 `postgres` needs ELEVATION_TEST_POSTGRES_URL and is skipped without it), SIM_VERBOSE=1 (print every day's log),
-SIM_SHRINK=1 (drop steps from a failing day while its first invariant still breaks; print the smallest day),
+SIM_SHRINK=1 (drop steps from a failing day while its first violation still happens; print the smallest day;
+SIM_SHRINK=<text> shrinks towards the first violation whose invariant or kind contains the text),
 SIM_REPORTS (a folder for each failing day's report and whole log; default: the test's tmp_path).
 """
 
@@ -38,7 +39,7 @@ HOURS = float(os.environ.get("SIM_HOURS", "12"))
 EVENTS = int(os.environ.get("SIM_EVENTS", "100"))
 TICK = float(os.environ.get("SIM_TICK", "12"))
 BACKENDS = [name.strip() for name in os.environ.get("SIM_BACKENDS", "sqlite,sqlite,postgres").split(",") if name]
-SHRINK = os.environ.get("SIM_SHRINK") == "1"
+SHRINK = os.environ.get("SIM_SHRINK", "")
 POSTGRES_ENV = "ELEVATION_TEST_POSTGRES_URL"
 
 DAYS = [(SEED + offset, BACKENDS[offset % len(BACKENDS)]) for offset in range(EXAMPLES)]
@@ -129,9 +130,14 @@ def replay_command(seed: int, backend: str) -> str:
     )
 
 
-def shrink(emulator: AwsEmulator, plan: Plan, result: DayResult, databases: Databases) -> Plan:
-    """Drop chunks of steps, then single steps, while the day still breaks its first invariant the same way."""
-    target = result.violations[0].signature
+def shrink(emulator: AwsEmulator, plan: Plan, result: DayResult, databases: Databases, wanted: str) -> Plan | None:
+    """Drop chunks of steps, then single steps, while the day still breaks the same way: the first violation
+    whose invariant or signature contains `wanted` ("1": the day's first violation)."""
+    chosen = [v for v in result.violations if wanted == "1" or wanted in v.invariant or wanted in v.signature]
+    if not chosen:
+        return None
+    target = chosen[0].signature
+    print(f"\nshrinking seed {plan.seed} while it breaks {target!r}", flush=True)
     last = max(v.step for v in result.violations if v.signature == target)
     current = Plan(plan.seed, plan.hours, [step for step in plan.steps if step.index <= last])
     chunk = max(len(current.steps) // 2, 1)
@@ -168,8 +174,9 @@ def test_a_simulated_day_keeps_every_promise(
         whole_day = folder / f"day-{seed}-{backend}.txt"
         whole_day.write_text(report + "\n\nthe whole day:\n" + "\n".join(result.log) + "\n", encoding="utf-8")
         if SHRINK:
-            smallest = shrink(emulator, plan, result, databases)
-            print("\nthe smallest day found that still breaks it:\n" + "\n".join(s.describe() for s in smallest.steps))
+            smallest = shrink(emulator, plan, result, databases, SHRINK)
+            if smallest is not None:
+                print("\nthe smallest day found that still breaks it:\n" + "\n".join(s.describe() for s in smallest.steps))
         pytest.fail(f"{report}\n(the whole day's log: {whole_day})", pytrace=False)
     finally:
         databases.remove_all()
