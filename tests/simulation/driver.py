@@ -219,7 +219,8 @@ class Simulation:
 
     # --- set-up -------------------------------------------------------------------------------------------
 
-    def _setup(self) -> None:
+    def start(self) -> None:
+        """A fresh organization and queue for the day (what `run` does first; tests of the harness call it)."""
         self.emulator.reset()
         self.world: World = build_world(self.emulator)
         self.config = ElevationConfig.model_validate({"policy": policy_document(self.world, grants=GRANT_SETTINGS)})
@@ -252,7 +253,8 @@ class Simulation:
         )
         self.events = EventLog()
 
-    def _teardown(self) -> None:
+    def stop(self) -> None:
+        """Undo what `start` set up."""
         self._patch.stop()
         self.engine.dispose()
         self.reader.dispose()
@@ -273,14 +275,14 @@ class Simulation:
     def run(self) -> DayResult:
         started = time.monotonic()
         saved = random.getstate()  # the day seeds the global generator (the retry jitter); others' tests keep theirs
-        self._setup()
+        self.start()
         try:
             for step in self.plan.steps:
-                self._play(step)
-            self._settle()
-            final = Counter(row["status"] for row in self._snapshot().requests.values())
+                self.play(step)
+            self.settle()
+            final = Counter(row["status"] for row in self.snapshot().requests.values())
         finally:
-            self._teardown()
+            self.stop()
             random.setstate(saved)
         return DayResult(
             seed=self.plan.seed,
@@ -293,7 +295,8 @@ class Simulation:
             counts=dict(self.counts),
         )
 
-    def _play(self, step: Step) -> None:
+    def play(self, step: Step) -> None:
+        """One step at its simulated moment, logged with what it did, then every per-step invariant."""
         self.step_index = step.index
         self.clock.advance_to(step.at)
         random.seed(self.plan.seed * 1_000_003 + step.index)  # the retry jitter: same day, same sleeps
@@ -309,7 +312,7 @@ class Simulation:
         self.touched = set()
         outcome = handler(action)  # type: ignore[operator]
         self.entries.append(Entry(step.index, f"{step.describe()} -> {outcome}", frozenset(self.touched)))
-        self._check(invariants.AFTER_EVERY_STEP)
+        self.check(invariants.AFTER_EVERY_STEP)
 
     # --- steps --------------------------------------------------------------------------------------------
 
@@ -382,7 +385,7 @@ class Simulation:
 
     def _by_hand(self, step: ByHand) -> str:
         triple = self._triple(step.principal_type, step.principal, step.permission_set, step.account)
-        snap = self._snapshot()
+        snap = self.snapshot()
         if triple in snap.present or snap.sessions_on(triple):
             return "skipped: the system already touched that assignment"
         sso = self.emulator.client("sso-admin")
@@ -464,14 +467,14 @@ class Simulation:
         tasks = [(job, self._runtime(run, job, index == 0)) for index, job in enumerate(jobs)]
         outcomes: list[tuple[str, str]] = [("", "")] * len(tasks)
 
-        def play(index: int) -> None:
+        def run_task(index: int) -> None:
             job, runtime = tasks[index]
             outcomes[index] = self._execute(job, runtime)
 
         if len(tasks) == 1:
-            play(0)
+            run_task(0)
         else:
-            threads = [threading.Thread(target=play, args=(index,), daemon=True) for index in range(len(tasks))]
+            threads = [threading.Thread(target=run_task, args=(index,), daemon=True) for index in range(len(tasks))]
             for thread in threads:
                 thread.start()
             for thread in threads:
@@ -498,7 +501,7 @@ class Simulation:
             if job == "revocations":
                 self.know.revocation_runs.append((as_of, kind))
         if clean and jobs == ["intake"]:
-            snap = self._snapshot()
+            snap = self.snapshot()
             kind, detail = outcomes[0]
             if kind == "ok":
                 self._record(invariants.clean_intake_judges_every_row(snap, self.know, before - held), snap)
@@ -528,13 +531,13 @@ class Simulation:
 
     # --- after the day ------------------------------------------------------------------------------------
 
-    def _settle(self) -> None:
+    def settle(self) -> None:
         """Faults stop, time runs past every end (and every lease), and clean rounds run: everything must end."""
         self._calm()
         index = self.plan.steps[-1].index + 1 if self.plan.steps else 0
         self.entries.append(Entry(index, f"#{index:03d} --- the day is over: faults stop, time runs past every end ---"))
         latest = self.clock.now()
-        for row in self._snapshot().requests.values():
+        for row in self.snapshot().requests.values():
             for moment in (row["end_at"], row["start_at"], row["created_at"]):
                 if isinstance(moment, datetime) and moment.year < 2200:
                     latest = max(latest, moment + timedelta(minutes=min(int(row["duration_minutes"] or 0), 10**4)))
@@ -548,8 +551,8 @@ class Simulation:
                 outcome = self._run(Run(job))
                 text = f"#{index:03d} {when(self.clock.now())} settle: run {job} -> {outcome}"
                 self.entries.append(Entry(index, text, frozenset(self.touched)))
-                self._check(invariants.AFTER_EVERY_STEP)
-        self._check(invariants.AFTER_THE_DAY)
+                self.check(invariants.AFTER_EVERY_STEP)
+        self.check(invariants.AFTER_THE_DAY)
 
     def _calm(self) -> None:
         """Identity Center healthy again: no faults, no holds, no pending failures, held requests released."""
@@ -578,11 +581,12 @@ class Simulation:
         held = {row.id for row in rows if isinstance(row.claimed_until, datetime) and row.claimed_until > now}
         return {row.id for row in rows}, held
 
-    def _snapshot(self) -> Snapshot:
+    def snapshot(self) -> Snapshot:
         return snapshot(self.reader, self.emulator, self.events, self.clock.now())
 
-    def _check(self, checks: tuple[invariants.Check, ...]) -> None:
-        snap = self._snapshot()
+    def check(self, checks: tuple[invariants.Check, ...]) -> None:
+        """Run `checks` on the state right now; record each new violation (by key) with the rows it involves."""
+        snap = self.snapshot()
         self.know.note_preexisting(snap)
         for check in checks:
             self._record(check(snap, self.know), snap)

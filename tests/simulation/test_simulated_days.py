@@ -16,19 +16,13 @@ SIM_REPORTS (a folder for each failing day's report and whole log; default: the 
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
 from elevation.devkit.emulator import AwsEmulator
-from elevation.store.database import create_engine_for_url
-from elevation.store.migrations import upgrade
 
+from .databases import Databases
 from .driver import DayResult, Simulation
 from .plan import Plan, draw_plan
 from .soak import RESULTS
@@ -40,84 +34,8 @@ EVENTS = int(os.environ.get("SIM_EVENTS", "100"))
 TICK = float(os.environ.get("SIM_TICK", "12"))
 BACKENDS = [name.strip() for name in os.environ.get("SIM_BACKENDS", "sqlite,sqlite,postgres").split(",") if name]
 SHRINK = os.environ.get("SIM_SHRINK", "")
-POSTGRES_ENV = "ELEVATION_TEST_POSTGRES_URL"
 
 DAYS = [(SEED + offset, BACKENDS[offset % len(BACKENDS)]) for offset in range(EXAMPLES)]
-
-
-# --- one empty, migrated queue per day ----------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Where the SQLite queues live: memory when the machine has it (fsyncs would be most of a day's time)."""
-    shm = Path("/dev/shm")
-    if shm.is_dir() and os.access(shm, os.W_OK):
-        path = Path(tempfile.mkdtemp(prefix="elevation-sim-", dir=shm))
-        yield path
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        yield tmp_path_factory.mktemp("simulation")
-
-
-@pytest.fixture(scope="module")
-def sqlite_template(workdir: Path) -> Path:
-    """A migrated SQLite queue, copied for each day (migrating costs more than a day's first hour)."""
-    path = workdir / "template.db"
-    engine = create_engine_for_url(f"sqlite:///{path}")
-    upgrade(engine)
-    engine.dispose()
-    return path
-
-
-@pytest.fixture(scope="module")
-def postgres_template() -> Iterator[tuple[sa.Engine, str]]:
-    """A migrated PostgreSQL database that each day's database is created from (CREATE DATABASE ... TEMPLATE)."""
-    base = os.environ.get(POSTGRES_ENV)
-    if not base:
-        pytest.skip(f"{POSTGRES_ENV} is not set: the PostgreSQL days need a server")
-    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
-    name = f"elevation_sim_{os.getpid()}_{datetime.now(UTC):%H%M%S%f}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    template_url = sa.engine.make_url(base).set(database=name).render_as_string(hide_password=False)
-    engine = create_engine_for_url(template_url)
-    upgrade(engine)
-    engine.dispose()
-    yield admin, name
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
-
-
-class Databases:
-    """Hands out a fresh queue for a day (and for each replay while shrinking), and removes it afterwards."""
-
-    def __init__(self, request: pytest.FixtureRequest, backend: str, workdir: Path) -> None:
-        self.request, self.backend, self.workdir = request, backend, workdir
-        self.made: list[str] = []
-
-    def fresh(self, seed: int) -> str:
-        if self.backend == "sqlite":
-            path = self.workdir / f"queue-{seed}-{len(self.made)}.db"
-            shutil.copyfile(self.request.getfixturevalue("sqlite_template"), path)
-            self.made.append(str(path))
-            return f"sqlite:///{path}"
-        admin, template = self.request.getfixturevalue("postgres_template")
-        name = f"{template}_day_{seed}_{len(self.made)}"
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
-        self.made.append(name)
-        return admin.url.set(database=name).render_as_string(hide_password=False)
-
-    def remove_all(self) -> None:
-        for made in self.made:
-            if self.backend == "sqlite":
-                Path(made).unlink(missing_ok=True)
-            else:
-                admin, _ = self.request.getfixturevalue("postgres_template")
-                with admin.connect() as conn:
-                    conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{made}" WITH (FORCE)'))
 
 
 # --- the days -----------------------------------------------------------------------------------------------
