@@ -202,6 +202,7 @@ def run_audit(runtime: Runtime, night: date) -> AuditSummary:
     """Audit every session whose window overlaps the night; write its report, the night's index and findings."""
     import pyarrow.compute as pc
 
+    from elevation.access.reconcile_report import drift_overview
     from elevation.audit import load_rules
     from elevation.audit.facts import SessionFacts
     from elevation.audit.report import (
@@ -266,7 +267,8 @@ def run_audit(runtime: Runtime, night: date) -> AuditSummary:
             "findings": dict(entry.findings_by_severity), "worst": entry.worst, "report": where,
         }
     findings_file = write_findings_jsonl(all_findings, night_dir, night.isoformat())
-    summary.index = str(render_index(entries, night_dir, night.isoformat(), findings_file=findings_file.name))
+    summary.index = str(render_index(entries, night_dir, night.isoformat(), findings_file=findings_file.name,
+                                     drift=drift_overview(runtime)))
     summary.findings = len(all_findings)
     if publish_to and staging:
         with staging:
@@ -283,7 +285,8 @@ def _publish(folder: Path, location: str, conn_id: str, night_dir: Path) -> str:
     target = urlparse(location)
     prefix = target.path.strip("/")
     content_types = {".html": "text/html; charset=utf-8", ".csv": "text/csv; charset=utf-8",
-                     ".jsonl": "application/x-ndjson", ".parquet": "application/vnd.apache.parquet"}
+                     ".jsonl": "application/x-ndjson", ".json": "application/json",
+                     ".parquet": "application/vnd.apache.parquet"}
     for path in sorted(folder.rglob("*")):
         if path.is_file() and not path.name.startswith("."):
             key = "/".join(filter(None, (prefix, path.relative_to(folder).as_posix())))

@@ -36,6 +36,7 @@ from elevation.cloudtrail.schema import EVENT_SCHEMA, record_to_row
 from elevation.resources import data_path
 
 __all__ = [
+    "DriftOverview",
     "IndexEntry",
     "SessionFacts",
     "render_index",
@@ -254,6 +255,16 @@ class IndexEntry:
         return (worst, *ranks, -self.flags, self.session.session_id)
 
 
+@dataclass(frozen=True)
+class DriftOverview:
+    """The reconcile line of the nightly index: an auditor reading the night wants to know what exists that the
+    system did not grant (open drift items now) and where the latest reconcile report is."""
+
+    open_items: int
+    by_kind: dict[str, int]
+    latest_report: str | None  # the link to latest.html; None: no reconcile report was written yet
+
+
 def _counts(events: Sequence[EventFacts]) -> Counts:
     writes = sum(1 for event in events if not event.read_only)
     return Counts(
@@ -418,8 +429,10 @@ def render_index(
     night: str,
     generated_at: datetime | None = None,
     findings_file: str | None = None,
+    drift: DriftOverview | None = None,
 ) -> Path:
-    """Write `index.html` listing the night's sessions, worst first (entries from :func:`session_summary`)."""
+    """Write `index.html` listing the night's sessions, worst first (entries from :func:`session_summary`), and,
+    when given, the open drift items and the link to the latest reconcile report."""
     ordered = sorted(entries, key=lambda entry: entry.sort_key)
     totals = Counter()
     for entry in ordered:
@@ -434,6 +447,7 @@ def render_index(
             severities=SEVERITY_ORDER,
             generated_at=generated_at or datetime.now(UTC),
             findings_file=findings_file,
+            drift=drift,
         )
     )
     return write_output(Path(output_dir), "index.html", html.encode("utf-8"))
