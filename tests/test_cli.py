@@ -114,3 +114,83 @@ def test_db_upgrade_where_airflow_is_not_installed_warns_and_still_migrates(tmp_
     out, err = capsys.readouterr()
     assert f"schema at revision {head_revision()}" in out
     assert "Airflow is not importable here" in err and f"airflow pools set {IDENTITY_CENTER_POOL}" in err
+
+
+# --- elevation drift --------------------------------------------------------------------------------------------
+
+ADMIN_ARN = "arn:aws:sso:::permissionSet/ssoins-1/ps-admin"
+
+
+@pytest.fixture
+def drift_rows(engine) -> dict[str, int]:  # noqa: ANN001
+    """Two open drift items as reconcile records them; the user's name carries a terminal escape and a newline."""
+    from datetime import UTC, datetime
+
+    from elevation.access.drift import Assignment, Drift, DriftKind
+    from elevation.store import drift as drift_store
+
+    found = [
+        Drift(Assignment("111122223333", ADMIN_ARN, "USER", "u-1"), DriftKind.UNEXPECTED, None,
+              "not created by this system, not standing"),
+        Drift(Assignment("444455556666", ADMIN_ARN, "GROUP", "g-1"), DriftKind.LINGERING, 7,
+              "request 7 has ended, but its assignment still exists"),
+    ]
+    names = drift_store.Names({("USER", "u-1"): "mallory\x1b[2J\nroot", ("GROUP", "g-1"): "platform"},
+                              {ADMIN_ARN: "AdministratorAccess"})
+    with engine.begin() as conn:
+        opened, _, _ = drift_store.record_run(conn, found, names, at=datetime(2026, 1, 2, 3, 4, tzinfo=UTC))
+    return {"unexpected": opened[0], "lingering": opened[1]}
+
+
+def test_drift_prints_the_open_items_as_a_table(drift_rows, queue_url, capsys):
+    assert cli.main(["--database-url", queue_url, "drift"]) == 0
+    header, unexpected, lingering, total = capsys.readouterr().out.splitlines()
+    assert header.split() == ["KIND", "PRINCIPAL", "PERMISSION", "SET", "ACCOUNT", "SINCE", "REQUEST", "DETAIL"]
+    assert unexpected.split()[:2] == ["unexpected", "user"]
+    assert "mallory\\x1b[2J\\nroot" in unexpected  # shown, not obeyed by the terminal
+    for text in ("AdministratorAccess", "111122223333", "2026-01-02 03:04 UTC", "not created by this system"):
+        assert text in unexpected
+    assert "group platform" in lingering and "#7" in lingering and "request 7 has ended" in lingering
+    assert header.index("DETAIL") == unexpected.index("not created") == lingering.index("request 7")  # aligned
+    assert total == "2 open"
+
+
+def test_drift_json_gives_every_column_of_each_open_item(drift_rows, queue_url, capsys):
+    assert cli.main(["drift", "--json", "--database-url", queue_url]) == 0
+    unexpected, lingering = json.loads(capsys.readouterr().out)
+    assert unexpected == {
+        "drift_id": drift_rows["unexpected"], "kind": "unexpected", "principal_type": "USER", "principal_id": "u-1",
+        "principal_name": "mallory\x1b[2J\nroot", "permission_set_name": "AdministratorAccess",
+        "permission_set_arn": ADMIN_ARN, "account_id": "111122223333", "request_id": None,
+        "detail": "not created by this system, not standing", "first_seen_at": "2026-01-02T03:04:00+00:00",
+        "last_seen_at": "2026-01-02T03:04:00+00:00", "resolved_at": None, "resolution": None,
+    }
+    assert (lingering["principal_type"], lingering["principal_name"], lingering["request_id"]) == ("GROUP", "platform", 7)
+
+
+def test_drift_all_includes_resolved_items_with_how_they_ended(drift_rows, engine, queue_url, capsys):
+    from datetime import UTC, datetime
+
+    from elevation.store import drift as drift_store
+
+    with engine.begin() as conn:
+        drift_store.resolve(conn, drift_rows["lingering"], at=datetime(2026, 1, 2, 4, 0, tzinfo=UTC),
+                            how="removed by reconcile")
+    assert cli.main(["--database-url", queue_url, "drift"]) == 0
+    assert "platform" not in capsys.readouterr().out
+    assert cli.main(["--database-url", queue_url, "drift", "--all"]) == 0
+    header, unexpected, lingering, total = capsys.readouterr().out.splitlines()
+    assert header.split()[-2:] == ["RESOLVED", "RESOLUTION"]
+    assert lingering.endswith("2026-01-02 04:00 UTC  removed by reconcile") and unexpected.endswith("open")
+    assert total == "1 open, 1 resolved"
+    assert cli.main(["--database-url", queue_url, "drift", "--all", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(row["kind"], row["resolution"]) for row in rows] == [("unexpected", None),
+                                                                  ("lingering", "removed by reconcile")]
+
+
+def test_drift_without_items_says_so(queue_url, capsys):
+    assert cli.main(["--database-url", queue_url, "drift"]) == 0
+    assert capsys.readouterr().out == "no open drift items\n"
+    assert cli.main(["--database-url", queue_url, "drift", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []

@@ -1,4 +1,4 @@
-"""The `elevation` command: file requests, decide on them, read their state, migrate the database.
+"""The `elevation` command: file requests, decide on them, read their state and the drift, migrate the database.
 
 `db upgrade` also creates the grant task's Airflow pool where Airflow runs (a missing pool stalls grants silently).
 Decisions are written as action rows and applied by the next `elevation_grants` run (every minute), through
@@ -130,6 +130,70 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+DRIFT_COLUMNS = ("KIND", "PRINCIPAL", "PERMISSION SET", "ACCOUNT", "SINCE", "REQUEST", "DETAIL")
+
+
+def _printable(value: object) -> str:
+    """Text for a terminal: principal names come from the directory, and a name carrying escape sequences or
+    newlines must not rewrite the admin's screen or the table."""
+    text = "" if value is None else str(value)
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+
+
+def _when(moment: object) -> str:
+    from datetime import UTC, datetime
+
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if isinstance(moment, datetime) else ""
+
+
+def _drift_line(row: dict[str, object], resolved: bool) -> tuple[str, ...]:
+    name = row["principal_name"] or row["principal_id"]
+    cells = (
+        row["kind"],
+        f"{str(row['principal_type']).lower()} {name}",
+        row["permission_set_name"] or row["permission_set_arn"],
+        row["account_id"],
+        _when(row["first_seen_at"]),
+        f"#{row['request_id']}" if row["request_id"] is not None else "-",
+        row["detail"] or "",
+    )
+    if resolved:
+        cells += (_when(row["resolved_at"]) or "open", row["resolution"] or "")
+    return tuple(_printable(cell) for cell in cells)
+
+
+def _fit(cell: str, width: int) -> str:
+    return (cell if len(cell) <= width else cell[: width - 1] + "…").ljust(width)
+
+
+def _cmd_drift(args: argparse.Namespace) -> int:
+    from elevation.access.reconcile_report import row_fields, to_json
+    from elevation.store import drift as drift_store
+    from elevation.store.tables import drift
+
+    with _engine(args).connect() as conn:
+        if args.all:
+            rows = list(conn.execute(sa.select(drift).order_by(drift.c.id)).mappings())
+        else:
+            rows = drift_store.open_items(conn)
+    items = [row_fields(row) for row in rows]
+    if args.json:
+        sys.stdout.write(to_json(items).decode("utf-8"))
+        return 0
+    if not items:
+        print("no drift items recorded" if args.all else "no open drift items")
+        return 0
+    header = DRIFT_COLUMNS + (("RESOLVED", "RESOLUTION") if args.all else ())
+    lines = [header, *(_drift_line(item, args.all) for item in items)]
+    *fixed, _ = range(len(header))  # every column but the last gets a width (at most 48); the last runs on
+    widths = [min(max(len(line[column]) for line in lines), 48) for column in fixed]
+    for line in lines:
+        print("  ".join([*(_fit(line[column], widths[column]) for column in fixed), line[-1]]).rstrip())
+    still_open = sum(1 for item in items if item["resolved_at"] is None)
+    print(f"{still_open} open" + (f", {len(items) - still_open} resolved" if args.all else ""))
+    return 0
+
+
 DATABASE_URL_HELP = (
     f"SQLAlchemy URL of the queue database (or ${DATABASE_ENV}; "
     "default: the Airflow connection named in the configuration file)"
@@ -185,6 +249,14 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("request_id", type=int, nargs="?")
     status.add_argument("--limit", type=int, default=20)
     status.set_defaults(handler=_cmd_status)
+
+    drift = commands.add_parser(
+        "drift", parents=[database],
+        help="the open drift items reconcile recorded: assignments that differ from what the system recorded",
+    )
+    drift.add_argument("--json", action="store_true", help="machine-readable: one JSON object per item")
+    drift.add_argument("--all", action="store_true", help="include resolved items, with when and how")
+    drift.set_defaults(handler=_cmd_drift)
 
     from elevation.audit import command as audit_command
 
