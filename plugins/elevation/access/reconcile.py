@@ -163,6 +163,9 @@ def read_record(runtime: Runtime, scope: Scope) -> tuple[Record, dict[tuple[str,
     """What the system recorded about the scope, and the principal names its sessions know."""
     settings, ic = runtime.config.reconcile, runtime.identity_center
     now, grace = runtime.now(), settings.grace_period
+    # Grants and removals are recorded at runtime.latest() (a replay ahead of the clock records its simulated
+    # moment): "recent" is measured on the same clock, or a simulated day's sessions stay in motion for hours.
+    latest = runtime.latest()
     with runtime.engine.connect() as conn:
         sessions = queue.sessions_with_status(conn, list(Status))
         claimed = {row["id"] for row in queue.requests_in(conn, list(Status))
@@ -180,7 +183,7 @@ def read_record(runtime: Runtime, scope: Scope) -> tuple[Record, dict[tuple[str,
         names[assignment.principal] = session["principal_name"]
         status, request_id = Status(session["status"]), session["request_id"]
         recent = any(
-            isinstance(moment, datetime) and moment + grace > now
+            isinstance(moment, datetime) and moment + grace > latest
             for moment in (session["granted_at"], session["assignment_removed_at"], session["creation_sent_at"])
         )
         cleanup_pending = (status is Status.FAILED and grant_in_flight(session)
