@@ -2,8 +2,9 @@
 
 Starts the AWS emulator, builds the demo organization, writes a configuration file and a SQLite queue under
 `.demo/`, files realistic requests (overlapping ones, a group grant, an early revocation, bad ones), and drives
-the real DAGs with `dag.test()` at chosen logical times over the next 26 hours. Airflow's own logs go to
-`.demo/airflow.log`; the terminal gets a short summary. Nothing here is a demo-only branch of the lifecycle: the
+the real DAGs with `dag.test()` at chosen logical times over the next 26 hours. Then drift is made behind the
+system's back (a console grant, a lost revoke) and `elevation_reconcile` finds it in report mode and removes it in
+enforce mode. Airflow's own logs go to `.demo/airflow.log`; the terminal gets a short summary. Nothing here is a demo-only branch of the lifecycle: the
 DAGs run exactly as in production, against the emulator instead of AWS.
 """
 
@@ -148,6 +149,7 @@ def main() -> int:
         world,
         workdir / "elevation.yaml",
         **nightly_sections(workdir),
+        reconcile=reconcile_section(world, "report"),
     )
     queue_path = workdir / "queue.db"
     os.environ.update(
@@ -229,11 +231,80 @@ def main() -> int:
             say(f"  {stamp:<16}  {text}{' - ' + note if note else ''}{' ! ' + ', '.join(problems) if problems else ''}")
 
     _summary(say, engine, labels, world, emulator)
+    _drift(say, bag, engine, labels, world, day, config_path, log)
     _nights(say, bag, emulator, day, log)
     say("")
     say(f"  Airflow's logs: {log_path.relative_to(REPO)}   finished in {time.monotonic() - started:.0f} s")
     emulator.stop()
     return 0
+
+
+def reconcile_section(world: Any, mode: str) -> dict[str, Any]:
+    """Reconcile over the demo organization: its three OUs and its three permission sets, nobody protected."""
+    return {"mode": mode, "ous": [world.ous[name] for name in sorted(world.ous)],
+            "permission_sets": sorted(world.permission_sets)}
+
+
+def _drift(say: Any, bag: Any, engine: Any, labels: dict[int, str], world: Any, day: datetime, config_path: Path,
+           log: TextIO) -> None:
+    """Drift made behind the system's back, found by elevation_reconcile in report mode, removed in enforce mode."""
+    from elevation.devkit.world import nightly_sections, write_config
+    from elevation.store import drift as drift_store
+    from elevation.store import queue
+
+    sso = world.emulator.client("sso-admin")
+    names = {number: name for name, number in world.accounts.items()}
+
+    def assign(user: str, permission_set: str, account: str) -> None:
+        """As an administrator would in the console: CreateAccountAssignment, straight to Identity Center."""
+        sso.create_account_assignment(
+            InstanceArn=world.instance_arn, TargetId=world.accounts[account], TargetType="AWS_ACCOUNT",
+            PermissionSetArn=world.permission_sets[permission_set], PrincipalType="USER",
+            PrincipalId=world.users[user])
+
+    lost = next(key for key, value in labels.items() if value == "approved by bob in the queue")
+    with engine.connect() as conn:
+        request = queue.get_request(conn, lost)
+        session = conn.execute(queue.sessions.select().where(queue.sessions.c.request_id == lost)).mappings().one()
+    assert request is not None and session["assignment_removed_at"] is not None, "the session did not end normally"
+    assign("carol", "AdministratorAccess", "ec-prod")
+    assign(request["requester"], request["permission_set"], names[request["account_id"]])
+    say("")
+    say("  drift, made behind the system's back in the emulator:")
+    say("    someone grants carol AdministratorAccess on ec-prod in the console (no request, no session)")
+    say(f"    a lost revoke: #{lost}'s assignment ({request['requester']} {request['permission_set']} on "
+        f"{names[request['account_id']]}) was removed and confirmed at its end; it is back")
+    for step, (mode, offset) in enumerate((("report", timedelta(hours=27)), ("enforce", timedelta(hours=27, minutes=5)))):
+        if step:
+            write_config(world, config_path, **nightly_sections(config_path.parent), reconcile=reconcile_section(world, mode))
+        with _output_to(log):
+            run = bag.get_dag("elevation_reconcile").test(logical_date=day + offset)
+        result = _task_result(run, "reconcile")
+        stamp = (day + offset).strftime("%a %H:%M")
+        if run.state != "success" or not result.get("report"):
+            say(f"  {stamp:<16}  elevation_reconcile ({mode}) {run.state} (see the log)")
+            continue
+        report = json.loads(Path(result["report"]).with_suffix(".json").read_text(encoding="utf-8"))
+        calls = sum(result["calls"].values())
+        if mode == "report":
+            say(f"  {stamp:<16}  elevation_reconcile (report mode): {report['counts']['open']} drift items open, "
+                f"nothing changed; {report['scope']['pairs_listed']} provisioned pairs listed, {calls} AWS calls")
+            items = report["open"]
+        else:
+            say(f"  {stamp:<16}  elevation_reconcile (enforce mode): {report['counts']['removed']} removed, each "
+                f"confirmed through its deletion status; {report['counts']['open']} drift items open")
+            items = report["fixed_this_run"]
+        for item in items:
+            request_text = f" (request #{item['request_id']})" if item["request_id"] is not None else ""
+            say(f"      {item['kind']:<10} {item['principal_type'].lower()} {item['principal_name']} "
+                f"{item['permission_set_name']} on {item['account_name'] or item['account_id']}{request_text}: "
+                f"{item['action']}")
+        say(f"      report: {Path(result['report']).relative_to(REPO)}")
+    with engine.connect() as conn:
+        still_open = drift_store.open_items(conn)
+    left, standing = _assignments_left(world)
+    say(f"  drift items open now: {len(still_open)}; assignments left in Identity Center: {len(left)}, "
+        f"exactly the standing ones: {left == standing}")
 
 
 def _nights(say: Any, bag: Any, emulator: Any, day: datetime, log: TextIO) -> None:
@@ -284,7 +355,6 @@ def _task_result(dag_run: Any, task_id: str) -> dict[str, Any]:
 
 
 def _summary(say: Any, engine: Any, labels: dict[int, str], world: Any, emulator: Any) -> None:
-    from elevation.devkit.world import standing_assignments
     from elevation.store import queue
 
     with engine.connect() as conn:
@@ -317,6 +387,14 @@ def _summary(say: Any, engine: Any, labels: dict[int, str], world: Any, emulator
         f"{calls.count('DeleteAccountAssignment')} delete calls, "
         f"{calls.count('DescribeAccountAssignmentCreationStatus') + calls.count('DescribeAccountAssignmentDeletionStatus')}"
         " status checks")
+    left, standing = _assignments_left(world)
+    say(f"  assignments left in Identity Center: {len(left)}, exactly the standing ones: {left == standing}")
+
+
+def _assignments_left(world: Any) -> tuple[set[Any], set[Any]]:
+    """(what exists in Identity Center, the standing assignments), comparable: the demo's final check."""
+    from elevation.devkit.world import standing_assignments
+
     left = {
         (principal, world.permission_sets[permission_set], world.accounts[account])
         for account in world.accounts
@@ -327,7 +405,7 @@ def _summary(say: Any, engine: Any, labels: dict[int, str], world: Any, emulator
         ((kind, (world.users if kind == "USER" else world.groups)[name]), world.permission_sets[ps], world.accounts[acc])
         for kind, name, ps, acc in standing_assignments()
     }
-    say(f"  assignments left in Identity Center: {len(left)}, exactly the standing ones: {left == standing}")
+    return left, standing
 
 
 if __name__ == "__main__":
