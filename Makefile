@@ -36,7 +36,7 @@ SOAK_REPORTS  ?= /tmp/elevation-soak
 soak: $(STAMP)
 	SIM_EXAMPLES=$(SOAK_EXAMPLES) SIM_SEED=$(SOAK_SEED) SIM_HOURS=$(SOAK_HOURS) SIM_EVENTS=$(SOAK_EVENTS) \
 	SIM_BACKENDS=$(SOAK_BACKENDS) SIM_REPORTS=$(SOAK_REPORTS) \
-	$(BIN)/python -m pytest tests/simulation -q --tb=no -p no:cacheprovider $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests/simulation/test_simulated_days.py -q --tb=no -p no:cacheprovider $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

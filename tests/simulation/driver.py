@@ -20,12 +20,12 @@ from typing import Any
 from unittest import mock
 
 import sqlalchemy as sa
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, ReadTimeoutError
 
 from elevation import aws
 from elevation.config import ElevationConfig
 from elevation.devkit.emulator import AwsEmulator
-from elevation.devkit.world import World, build_world, policy_document, standing_assignments
+from elevation.devkit.world import ACCOUNTS, World, build_world, policy_document, standing_assignments
 from elevation.grants import run_grants
 from elevation.intake import run_intake
 from elevation.revocations import RevocationOverdue, run_revocations
@@ -235,6 +235,9 @@ class Simulation:
             identitystore=self.emulator.client("identitystore", aws.CLIENT_CONFIG),
             organizations=self.emulator.client("organizations", aws.CLIENT_CONFIG),
         )
+        self.lost: Counter[str] = Counter()  # operation -> answers still to lose
+        self._lost_lock = threading.Lock()
+        self.clients.sso_admin.meta.events.register("after-call.sso-admin", self._lose_answer)
         # The production factory, with clients built once per day instead of from an Airflow connection per run.
         self._patch = mock.patch.object(aws, "clients_from_airflow", lambda conn_id, region=None: self.clients)
         self._patch.start()
@@ -243,15 +246,21 @@ class Simulation:
             names=Names(world),
             policy=self.config.policy,
             account_ous={
-                account_id: [world.ous[ou], world.root_id]
-                for name, account_id in world.accounts.items()
-                for ou in [_ou_of(name)]
+                account_id: [world.ous[ACCOUNTS[name]], world.root_id] for name, account_id in world.accounts.items()
             },
             margin=self.config.policy.revocation.overdue_margin,
             standing={self._triple(*item) for item in standing_assignments()},
             baseline={item.request_id for item in aws_requests(self.emulator)},
         )
         self.events = EventLog()
+
+    def _lose_answer(self, model: Any, **_: Any) -> None:
+        """botocore's after-call hook: AWS acted on the call; the answer never reaches the caller."""
+        with self._lost_lock:
+            if self.lost[model.name] <= 0:
+                return
+            self.lost[model.name] -= 1
+        raise ReadTimeoutError(endpoint_url=f"emulator ({model.name}: answer lost by the simulation)")
 
     def stop(self) -> None:
         """Undo what `start` set up."""
@@ -419,6 +428,10 @@ class Simulation:
         elif fault.kind == "delay":
             assert fault.operation
             faults.delay(fault.operation, fault.seconds, times=fault.times)
+        elif fault.kind == "lose_answers":
+            assert fault.operation
+            with self._lost_lock:
+                self.lost[fault.operation] += fault.times
         elif fault.kind == "hold_creations":
             control.hold_creations(fault.polls)
         elif fault.kind == "hold_deletions":
@@ -449,7 +462,7 @@ class Simulation:
             config=self.config,
             engine=self.engine,
             identity_center_factory=identity_center_from_airflow,
-            as_of=self.clock.now(),
+            as_of=self.clock.now() - timedelta(minutes=run.late),
             actor=f"dag:{job}/step-{self.step_index}",
             clock=self.clock.now,
             sleep=self.clock.sleep,
@@ -460,10 +473,10 @@ class Simulation:
 
     def _run(self, run: Run) -> str:
         """Run the step's tasks (one, the same job twice, or two jobs at once, each on its own thread)."""
-        as_of = self.clock.now()
+        as_of = self.clock.now() - timedelta(minutes=run.late)
         jobs = [run.job] * run.copies + ([run.alongside] if run.alongside else [])
-        clean = len(jobs) == 1 and run.crash is None and self.emulator.faults.remaining == 0
-        before, held = self._rows_and_claims(as_of) if jobs == ["intake"] else (set(), set())
+        clean = len(jobs) == 1 and run.crash is None and self.emulator.faults.remaining == 0 and not any(self.lost.values())
+        before, held = self._rows_and_claims(self.clock.now()) if jobs == ["intake"] else (set(), set())
         tasks = [(job, self._runtime(run, job, index == 0)) for index, job in enumerate(jobs)]
         outcomes: list[tuple[str, str]] = [("", "")] * len(tasks)
 
@@ -557,6 +570,8 @@ class Simulation:
     def _calm(self) -> None:
         """Identity Center healthy again: no faults, no holds, no pending failures, held requests released."""
         emulator, control = self.emulator, self.emulator.identity_center
+        with self._lost_lock:
+            self.lost.clear()
         if hasattr(emulator, "reset_controls"):
             emulator.reset_controls()
         else:
@@ -674,9 +689,3 @@ def _summarise(summary: object) -> tuple[str, set[int]]:
         elif isinstance(value, int) and value:
             parts.append(f"{key}={value}")
     return " ".join(parts) or "nothing to do", ids
-
-
-def _ou_of(account_name: str) -> str:
-    from elevation.devkit.world import ACCOUNTS
-
-    return ACCOUNTS[account_name]

@@ -42,6 +42,14 @@ FAULTY_OPERATIONS = (
     "DescribePermissionSet",
     "DescribeOrganization",
 )
+#: Calls whose answer a fault may lose after AWS acted on them. Not CreateAccountAssignment: its retry would make
+#: the emulator keep a second copy where AWS keeps one assignment, and the emulator would then disagree with AWS.
+LOSABLE_OPERATIONS = (
+    "DeleteAccountAssignment",
+    "DescribeAccountAssignmentCreationStatus",
+    "DescribeAccountAssignmentDeletionStatus",
+    "ListAccountAssignments",
+)
 #: (error code, HTTP status): retryable ones, and one the code must not retry.
 FAULTS = (
     ("ThrottlingException", 400),
@@ -149,7 +157,8 @@ class ByHand:
 class Fault:
     """Break Identity Center for a while: wire errors, held or failing creations and deletions."""
 
-    kind: str  # inject | delay | hold_creations | hold_deletions | fail_creations | fail_deletions | omit_status | normal
+    kind: str  # inject | delay | lose_answers | hold_creations | hold_deletions | fail_creations | fail_deletions
+    #            | omit_status | normal
     operation: str | None = None
     code: str | None = None
     http_status: int = 400
@@ -162,6 +171,8 @@ class Fault:
             return f"fault: next {self.times} {self.operation} answer {self.code} ({self.http_status})"
         if self.kind == "delay":
             return f"fault: next {self.times} {self.operation} answer {self.seconds:.2f}s late"
+        if self.kind == "lose_answers":
+            return f"fault: next {self.times} {self.operation} reach AWS but their answers are lost (read timeout)"
         if self.kind in ("hold_creations", "hold_deletions"):
             held = "forever" if self.polls is None else f"for {self.polls} describes"
             return f"fault: new {self.kind.split('_')[1]} stay IN_PROGRESS {held}"
@@ -199,6 +210,7 @@ class Run:
     crash: Crash | None = None  # strikes the first task
     retry: bool = False  # if this job's last try was killed: retry it with the same worker id (an Airflow retry)
     alongside: str | None = None  # another DAG's task running at the same moment
+    late: int = 0  # minutes its logical time lags the clock (a scheduler catching up)
 
     def describe(self) -> str:
         parts = [f"run {self.job}" + (f" x{self.copies}" if self.copies > 1 else "")]
@@ -206,6 +218,8 @@ class Run:
             parts[0] += f" and {self.alongside}"
         if self.copies > 1 or self.alongside:
             parts[0] += " at once"
+        if self.late:
+            parts.append(f"as of {self.late} minutes ago")
         if self.crash:
             parts.append(self.crash.describe())
         return ", ".join(parts)
@@ -485,9 +499,9 @@ class _Drawer:
     def fault(self) -> Fault:
         rng = self.rng
         kind = rng.choices(
-            ["inject", "delay", "hold_creations", "hold_deletions", "fail_creations", "fail_deletions",
-             "omit_status", "normal"],
-            [55, 3, 10, 10, 8, 8, 4, 6],
+            ["inject", "delay", "lose_answers", "hold_creations", "hold_deletions", "fail_creations",
+             "fail_deletions", "omit_status", "normal"],
+            [50, 3, 8, 10, 10, 8, 8, 4, 6],
         )[0]
         if kind == "inject":
             code, status = rng.choice(FAULTS)
@@ -495,6 +509,8 @@ class _Drawer:
             return Fault(kind, rng.choice(FAULTY_OPERATIONS), code, status, times)
         if kind == "delay":
             return Fault(kind, rng.choice(FAULTY_OPERATIONS), times=rng.randint(1, 2), seconds=rng.uniform(0.02, 0.2))
+        if kind == "lose_answers":
+            return Fault(kind, rng.choice(LOSABLE_OPERATIONS), times=rng.randint(1, 3))
         if kind in ("hold_creations", "hold_deletions"):
             return Fault(kind, polls=rng.choice([None, 0, 2, 4]))
         if kind in ("fail_creations", "fail_deletions"):
@@ -517,7 +533,8 @@ class _Drawer:
             else:
                 target = rng.choices(DB_TARGETS, [30, 30, 15, 10, 15])[0]
             crash = Crash(where, rng.randint(1, 2) if target else rng.randint(1, 12), target)
-        return Run(job, copies, crash, retry=self.chance(0.35), alongside=alongside)
+        late = rng.randint(1, 30) if extra and self.chance(0.2) else 0
+        return Run(job, copies, crash, retry=self.chance(0.35), alongside=alongside, late=late)
 
     def by_hand(self, minute: float) -> list[Action]:
         """An assignment made outside the system for a subject the day has not filed yet, then a request for it."""
