@@ -46,6 +46,7 @@ bench: $(STAMP)  # each prints its numbers and the machine; BENCHMARKS.md record
 	$(BIN)/python benchmarks/bench_grants.py
 	$(BIN)/python benchmarks/bench_extract.py
 	$(BIN)/python benchmarks/bench_audit.py
+	$(BIN)/python benchmarks/bench_reconcile.py
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache .ruff_cache
