@@ -237,3 +237,25 @@ def test_the_index_link_follows_the_reports_location_and_base_url(tmp_path, audi
     path = tmp_path / "elevation.yaml"
     path.write_text(json.dumps({"audit": audit, "reconcile": reconcile}))
     assert latest_link(load_config(path)) == link
+
+
+def test_reports_publish_to_s3_and_the_index_finds_the_latest_there(
+    world, drifted, scoped, configure, later, make_runtime
+):
+    s3 = world.emulator.client("s3")
+    s3.create_bucket(Bucket="security-reports")
+    section = {"ous": [world.ous["Sandbox"]], "permission_sets": ["AdministratorAccess"], "grace_period": "0s"}
+    configure(sections={"reconcile": section, "audit": {"reports_location": "s3://security-reports/elevation",
+                                                        "base_url": "https://audit.example.com/elevation"}})
+    assert drift_overview(make_runtime()).latest_report is None
+    runtime = later()
+    folder = runtime.as_of.strftime("%Y-%m-%dT%H%M")
+    where = write_reconcile_report(runtime, run_reconcile(runtime))
+    assert where == f"s3://security-reports/elevation/reconcile/{folder}/reconcile.html"
+    keys = {item["Key"] for item in s3.list_objects_v2(Bucket="security-reports")["Contents"]}
+    assert keys == {f"elevation/reconcile/{folder}/reconcile.html", f"elevation/reconcile/{folder}/reconcile.json",
+                    "elevation/reconcile/latest.html", "elevation/reconcile/latest.json"}
+    latest = s3.get_object(Bucket="security-reports", Key="elevation/reconcile/latest.json")
+    assert latest["ContentType"] == "application/json"
+    assert [item["kind"] for item in json.loads(latest["Body"].read())["open"]] == ["unexpected"]
+    assert drift_overview(make_runtime()).latest_report == "https://audit.example.com/elevation/reconcile/latest.html"
