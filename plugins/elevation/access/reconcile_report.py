@@ -100,10 +100,6 @@ def run_actions(summary: ReconcileSummary, recreate_missing: bool) -> dict[drift
     return actions
 
 
-def _key_of_row(row: Mapping[str, Any]) -> drift_store.Key:
-    return (row["principal_type"], row["principal_id"], row["permission_set_arn"], row["account_id"], row["kind"])
-
-
 def build_document(
     summary: ReconcileSummary,
     open_rows: Sequence[Mapping[str, Any]],
@@ -118,7 +114,7 @@ def build_document(
     actions = run_actions(summary, recreate_missing)
 
     def item(row: Mapping[str, Any]) -> dict[str, Any]:
-        action, why = actions.get(_key_of_row(row), ("not seen by this run", None))
+        action, why = actions.get(drift_store._key_of_row(row), ("not seen by this run", None))
         fields = row_fields(row)
         fields["account_name"] = account_names.get(row["account_id"])
         fields["action"], fields["action_detail"] = action, why
