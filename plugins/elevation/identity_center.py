@@ -22,6 +22,9 @@ from elevation.policy import IdentityCenterSettings
 
 PrincipalType = Literal["USER", "GROUP"]
 
+#: The largest page sso-admin's list calls allow: fewer calls against the shared rate limit.
+LIST_PAGE_SIZE = 100
+
 
 class IdentityCenterError(RuntimeError):
     """A lookup failed in a way the request itself explains (unknown user, permission set...)."""
@@ -309,6 +312,7 @@ class IdentityCenter:
                 "ListAccountsForProvisionedPermissionSet",
                 self.clients.sso_admin,
                 "AccountIds",
+                MaxResults=LIST_PAGE_SIZE,
                 InstanceArn=self.instance_arn,
                 PermissionSetArn=permission_set_arn,
             )
@@ -321,6 +325,7 @@ class IdentityCenter:
                 "ListPermissionSetsProvisionedToAccount",
                 self.clients.sso_admin,
                 "PermissionSets",
+                MaxResults=LIST_PAGE_SIZE,
                 InstanceArn=self.instance_arn,
                 AccountId=account_id,
             )
@@ -336,6 +341,7 @@ class IdentityCenter:
                 "ListAccountAssignments",
                 self.clients.sso_admin,
                 "AccountAssignments",
+                MaxResults=LIST_PAGE_SIZE,
                 InstanceArn=self.instance_arn,
                 AccountId=account_id,
                 PermissionSetArn=permission_set_arn,
