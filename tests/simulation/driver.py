@@ -26,9 +26,9 @@ from elevation import aws
 from elevation.config import ElevationConfig
 from elevation.devkit.emulator import AwsEmulator
 from elevation.devkit.world import ACCOUNTS, World, build_world, policy_document, standing_assignments
-from elevation.grants import run_grants
-from elevation.intake import run_intake
-from elevation.revocations import RevocationOverdue, run_revocations
+from elevation.access.grants import run_grants
+from elevation.access.intake import run_intake
+from elevation.access.revocations import RevocationOverdue, run_revocations
 from elevation.runtime import Runtime, identity_center_from_airflow
 from elevation.store import queue
 from elevation.store.database import create_engine_for_url
@@ -533,9 +533,9 @@ class Simulation:
         except SimulatedCrash as crash:
             return "killed", str(crash)
         except RevocationOverdue as error:
-            return "overdue", str(error)[:160]
+            return "overdue", _one_line(error)
         except Exception as error:
-            return "failed", f"{type(error).__name__}: {str(error)[:160]}"
+            return "failed", f"{type(error).__name__}: {_one_line(error)}"
         finally:
             _current.tripwire = None
         text, ids = _summarise(summary)
@@ -689,3 +689,8 @@ def _summarise(summary: object) -> tuple[str, set[int]]:
         elif isinstance(value, int) and value:
             parts.append(f"{key}={value}")
     return " ".join(parts) or "nothing to do", ids
+
+
+def _one_line(error: BaseException, limit: int = 160) -> str:
+    """An exception's message on one line of the day's log (SQLAlchemy's span several: statement, parameters)."""
+    return " ".join(str(error).split())[:limit]
