@@ -26,10 +26,10 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="bench-grants-"))
     os.environ["AIRFLOW_HOME"] = str(workdir / "airflow")
 
+    from elevation.access.grants import run_grants
     from elevation.config import load_config
     from elevation.devkit.emulator import AwsEmulator
     from elevation.devkit.world import build_world, policy_document, write_config
-    from elevation.grants import run_grants
     from elevation.runtime import Runtime, identity_center_from_airflow
     from elevation.store import queue
     from elevation.store.database import create_engine_for_url

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from elevation import cli
-from elevation.intake import run_intake
+from elevation.access.intake import run_intake
 from elevation.pools import IDENTITY_CENTER_POOL
 from elevation.store import queue
 from elevation.store.database import create_engine_for_url

@@ -109,7 +109,7 @@ def test_outside_writers_can_only_insert_pending_or_approved_rows(machine_engine
 def test_actions_from_a_state_that_does_not_allow_them_are_refused_on_every_path(
     path, start, action, engine, file_request, request_row, make_runtime, queue_url, monkeypatch
 ):
-    from elevation.intake import run_intake
+    from elevation.access.intake import run_intake
 
     request_id = file_request()
     if start != Status.PENDING:

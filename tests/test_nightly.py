@@ -9,12 +9,12 @@ import pyarrow.dataset as ds
 import pytest
 import sqlalchemy as sa
 
+from elevation.access.grants import run_grants
+from elevation.access.intake import run_intake
+from elevation.access.revocations import run_revocations
 from elevation.devkit.activity import HOSTILE_AGENT, write_activity
 from elevation.devkit.world import TRAIL_BUCKET, nightly_sections
-from elevation.grants import run_grants
-from elevation.intake import run_intake
 from elevation.nightly import night_to_process, session_identities
-from elevation.revocations import run_revocations
 from elevation.store.tables import audits
 
 

@@ -6,11 +6,11 @@ from datetime import UTC, datetime, time, timedelta
 
 import sqlalchemy as sa
 
+from elevation.access.grants import run_grants
+from elevation.access.intake import run_intake
+from elevation.access.revocations import run_revocations
 from elevation.devkit.world import nightly_sections
-from elevation.grants import run_grants
-from elevation.intake import run_intake
 from elevation.nightly import run_audit
-from elevation.revocations import run_revocations
 from elevation.store.tables import audits
 
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from elevation.access.policy import Policy
 from elevation.access.settings import ReconcileSettings
 from elevation.audit.settings import AuditSettings
 from elevation.extract.settings import ExtractSettings
-from elevation.policy import Policy
 
 ENV_VAR = "ELEVATION_CONFIG"
 

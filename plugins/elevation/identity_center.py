@@ -17,8 +17,8 @@ from typing import Any, Literal
 
 from botocore.exceptions import ClientError
 
+from elevation.access.policy import IdentityCenterSettings
 from elevation.aws import AttemptHook, AwsClients, Pacer, RetryPolicy, call_with_retry, error_code
-from elevation.policy import IdentityCenterSettings
 
 PrincipalType = Literal["USER", "GROUP"]
 

@@ -26,8 +26,8 @@ def _summarise(title: str, summary: object) -> dict[str, Any]:
 def intake(context: dict[str, Any], runtime: Runtime | None = None) -> dict[str, Any]:
     """Intake, then a look at granting: when approved requests wait too long (AWS failing, elevation_grants paused
     or stuck behind a missing pool), this run fails too, so the UI shows it even when the grant task never runs."""
-    from elevation.grants import GrantsOverdue, overdue_grants, overdue_message
-    from elevation.intake import run_intake
+    from elevation.access.grants import GrantsOverdue, overdue_grants, overdue_message
+    from elevation.access.intake import run_intake
 
     runtime = runtime or runtime_for_run(context, "elevation_intake")
     summary = _summarise("intake", run_intake(runtime))
@@ -38,14 +38,14 @@ def intake(context: dict[str, Any], runtime: Runtime | None = None) -> dict[str,
 
 
 def grants(context: dict[str, Any], runtime: Runtime | None = None) -> dict[str, Any]:
-    from elevation.grants import run_grants
+    from elevation.access.grants import run_grants
 
     runtime = runtime or runtime_for_run(context, "elevation_grants")
     return _summarise("grants", run_grants(runtime))
 
 
 def revocations(context: dict[str, Any], runtime: Runtime | None = None) -> dict[str, Any]:
-    from elevation.revocations import run_revocations
+    from elevation.access.revocations import run_revocations
 
     runtime = runtime or runtime_for_run(context, "elevation_revocations")
     return _summarise("revocations", run_revocations(runtime))
@@ -87,7 +87,7 @@ def submit_request(params: dict[str, Any], context: dict[str, Any]) -> dict[str,
     The requester is the logged-in user who triggered the run (mapped to a person through `policy.people` by
     login or email); the `requester` parameter only counts for runs without one (`airflow dags test`).
     """
-    from elevation.intake import run_intake
+    from elevation.access.intake import run_intake
     from elevation.submission import submit
 
     runtime = runtime_for_run(context, "elevation_request")
@@ -101,7 +101,7 @@ def decide(params: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
     """The decision form: approve / reject / cancel / revoke, as the logged-in Airflow user. A refused decision
     fails the run with the reason; an applied `revoke` moves the session to `ending`, and the next
     `elevation_revocations` run (within a minute) removes the assignment."""
-    from elevation.intake import run_intake
+    from elevation.access.intake import run_intake
     from elevation.store import queue
 
     runtime = runtime_for_run(context, "elevation_decide")

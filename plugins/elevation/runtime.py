@@ -16,9 +16,9 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
+from elevation.access.policy import Policy
 from elevation.config import ElevationConfig, load_config
 from elevation.identity_center import IdentityCenter
-from elevation.policy import Policy
 from elevation.store import queue
 from elevation.store.database import create_engine_for_url, url_from_airflow_connection
 from elevation.store.migrations import upgrade

@@ -10,11 +10,11 @@ import pytest
 import sqlalchemy as sa
 
 from conftest import minutes
+from elevation.access.grants import run_grants
+from elevation.access.intake import run_intake
 from elevation.access.reconcile import ScopeError, run_reconcile
+from elevation.access.revocations import run_revocations
 from elevation.config import ConfigError, load_config
-from elevation.grants import run_grants
-from elevation.intake import run_intake
-from elevation.revocations import run_revocations
 from elevation.store import drift as drift_store
 from elevation.store import queue
 

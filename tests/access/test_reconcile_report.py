@@ -14,13 +14,13 @@ import pytest
 from audit.test_report_html import dump_dom
 from markupsafe import escape
 
+from elevation.access.grants import run_grants
+from elevation.access.intake import run_intake
 from elevation.access.reconcile import run_reconcile
 from elevation.access.reconcile_report import drift_overview, latest_link, write_reconcile_report
+from elevation.access.revocations import run_revocations
 from elevation.audit.report import DriftOverview, render_index
 from elevation.config import load_config
-from elevation.grants import run_grants
-from elevation.intake import run_intake
-from elevation.revocations import run_revocations
 
 HOSTILE = "<script>window.__pwned=1;document.title='PWNED'</script> & \"Bobby\" 'Tables'"
 

@@ -23,12 +23,12 @@ import sqlalchemy as sa
 from botocore.exceptions import ClientError, ReadTimeoutError
 
 from elevation import aws
-from elevation.config import ElevationConfig
-from elevation.devkit.emulator import AwsEmulator
-from elevation.devkit.world import ACCOUNTS, World, build_world, policy_document, standing_assignments
 from elevation.access.grants import run_grants
 from elevation.access.intake import run_intake
 from elevation.access.revocations import RevocationOverdue, run_revocations
+from elevation.config import ElevationConfig
+from elevation.devkit.emulator import AwsEmulator
+from elevation.devkit.world import ACCOUNTS, World, build_world, policy_document, standing_assignments
 from elevation.runtime import Runtime, identity_center_from_airflow
 from elevation.store import queue
 from elevation.store.database import create_engine_for_url

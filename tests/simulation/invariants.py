@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from elevation.access.policy import Policy, RequestFacts, check_approver
 from elevation.lifecycle import TERMINAL, Status
-from elevation.policy import Policy, RequestFacts, check_approver
 
 from .observe import AwsRequest, Names, Snapshot, Triple, triple_of
 from .plan import when

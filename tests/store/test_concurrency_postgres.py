@@ -19,7 +19,7 @@ WORKER = """
 import sys
 from datetime import datetime, UTC
 from elevation.config import load_config
-from elevation.grants import run_grants
+from elevation.access.grants import run_grants
 from elevation.runtime import Runtime, identity_center_from_airflow
 from elevation.store.database import create_engine_for_url
 
@@ -91,7 +91,7 @@ def _at_once(functions: list) -> list:  # noqa: ANN001
 
 
 def test_three_intakes_at_once_apply_each_action_once_and_write_its_outcome_once(world, configure, postgres_url):
-    from elevation.intake import run_intake
+    from elevation.access.intake import run_intake
 
     engine = create_engine_for_url(postgres_url)
     upgrade(engine)
@@ -117,7 +117,7 @@ def test_three_intakes_at_once_apply_each_action_once_and_write_its_outcome_once
 
 
 def test_two_intakes_at_once_validate_each_row_once(world, configure, postgres_url):
-    from elevation.intake import run_intake
+    from elevation.access.intake import run_intake
 
     engine = create_engine_for_url(postgres_url)
     upgrade(engine)

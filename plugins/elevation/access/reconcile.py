@@ -17,13 +17,13 @@ from datetime import datetime
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from elevation.access.confirm import Outcome, PollSettings, confirm_all
 from elevation.access.drift import Assignment, Drift, DriftKind, Record, compute_drift
+from elevation.access.needs import grant_in_flight
 from elevation.aws import error_code
 from elevation.config import ENV_VAR
-from elevation.confirm import Outcome, PollSettings, confirm_all
 from elevation.identity_center import AssignmentStatus, IdentityCenter
 from elevation.lifecycle import Status
-from elevation.needs import grant_in_flight
 from elevation.runtime import Runtime
 from elevation.store import drift as drift_store
 from elevation.store import queue
@@ -222,7 +222,7 @@ def read_record(runtime: Runtime, scope: Scope) -> tuple[Record, dict[tuple[str,
 
 
 def _standing(runtime: Runtime):  # noqa: ANN202
-    from elevation.policy import standing_triples
+    from elevation.access.policy import standing_triples
 
     return sorted(standing_triples(runtime.policy), key=str)
 

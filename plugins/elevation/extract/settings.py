@@ -8,10 +8,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from elevation.access.policy import Duration
 from elevation.cloudtrail.lake import event_data_store_id
 from elevation.cloudtrail.s3_trail import ORG_ID
 from elevation.cloudtrail.sessions import ACCOUNT_ID
-from elevation.policy import Duration
 
 
 class ExtractSettings(BaseModel):

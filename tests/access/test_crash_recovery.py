@@ -13,9 +13,9 @@ import pytest
 import sqlalchemy as sa
 
 from conftest import minutes
-from elevation.grants import run_grants
-from elevation.intake import run_intake
-from elevation.revocations import run_revocations
+from elevation.access.grants import run_grants
+from elevation.access.intake import run_intake
+from elevation.access.revocations import run_revocations
 from elevation.runtime import Runtime
 from elevation.store import queue
 

@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from elevation.grants import run_grants
-from elevation.intake import run_intake
+from elevation.access.grants import run_grants
+from elevation.access.intake import run_intake
 
 
 @pytest.fixture
@@ -52,7 +52,7 @@ def test_a_creation_still_in_progress_past_the_bound_is_failed_not_active(
     assert "not confirmed within" in row["status_reason"] and "IN_PROGRESS" in row["status_reason"]
     # The creation may still complete later: the next revocations run removes it rather than leave stray access.
     world.emulator.identity_center.hold_creations(polls=0)
-    from elevation.revocations import run_revocations
+    from elevation.access.revocations import run_revocations
     from elevation.store import queue
 
     run_revocations(make_runtime())
@@ -164,7 +164,7 @@ def test_an_unconfirmed_grant_that_cannot_be_cleaned_up_fails_the_revocations_ru
     world, configure, file_request, request_row, grant_now, make_runtime
 ):
     from conftest import minutes
-    from elevation.revocations import RevocationOverdue, run_revocations
+    from elevation.access.revocations import RevocationOverdue, run_revocations
 
     configure(grants={"status_poll_initial": "0.05s", "status_poll_max": "0.1s", "status_wait_bound": "0.6s"})
     world.emulator.identity_center.hold_creations(polls=None)
@@ -182,7 +182,7 @@ def test_an_unconfirmed_grant_that_cannot_be_cleaned_up_fails_the_revocations_ru
 def test_an_assignment_that_existed_outside_the_system_is_recorded_and_kept_at_the_end(
     world, engine, file_request, request_row, grant_now, make_runtime
 ):
-    from elevation.revocations import run_revocations
+    from elevation.access.revocations import run_revocations
     from elevation.store import queue
 
     sso = world.emulator.client("sso-admin")
@@ -211,7 +211,7 @@ def test_an_assignment_that_existed_outside_the_system_is_recorded_and_kept_at_t
 def test_an_assignment_made_by_an_earlier_session_is_ours_and_removed_when_the_last_session_ends(
     world, engine, file_request, request_row, grant_now, make_runtime
 ):
-    from elevation.revocations import run_revocations
+    from elevation.access.revocations import run_revocations
     from elevation.store import queue
 
     now = datetime.now(UTC)
@@ -231,7 +231,7 @@ def test_an_assignment_made_by_an_earlier_session_is_ours_and_removed_when_the_l
 def test_an_aws_outage_defers_with_a_warning_on_the_row_then_fails_the_run_once_overdue(
     world, engine, configure, file_request, request_row, make_runtime
 ):
-    from elevation.grants import GrantsOverdue
+    from elevation.access.grants import GrantsOverdue
     from elevation.store import queue
 
     configure(grants={"status_poll_initial": "0.05s", "status_poll_max": "0.1s", "status_wait_bound": "2s",

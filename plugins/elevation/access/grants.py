@@ -19,13 +19,13 @@ from datetime import datetime
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from elevation.access.checks import CheckUnavailable, check_request
+from elevation.access.confirm import Outcome, PollSettings, confirm_all
+from elevation.access.needs import grant_in_flight
+from elevation.access.policy import Triple, standing_triples
 from elevation.aws import error_code
-from elevation.confirm import Outcome, PollSettings, confirm_all
 from elevation.identity_center import AssignmentStatus
-from elevation.intake import CheckUnavailable, check_request
 from elevation.lifecycle import Status
-from elevation.needs import grant_in_flight
-from elevation.policy import Triple, standing_triples
 from elevation.runtime import Runtime
 from elevation.store import queue
 

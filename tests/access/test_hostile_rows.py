@@ -15,10 +15,10 @@ from datetime import UTC, datetime
 import pytest
 import sqlalchemy as sa
 
+from elevation.access.grants import run_grants
+from elevation.access.intake import run_intake
 from elevation.cli import main as elevation_cli
 from elevation.config import load_config
-from elevation.grants import run_grants
-from elevation.intake import run_intake
 from elevation.lifecycle import Status
 from elevation.runtime import Runtime, identity_center_from_airflow
 from elevation.store import queue

@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 import pytest
 
 from conftest import minutes
-from elevation.grants import run_grants
-from elevation.intake import run_intake
-from elevation.revocations import RevocationOverdue, run_revocations
+from elevation.access.grants import run_grants
+from elevation.access.intake import run_intake
+from elevation.access.revocations import RevocationOverdue, run_revocations
 from elevation.store import queue
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from elevation.policy import Policy, RequestFacts, evaluate_request
+from elevation.access.policy import Policy, RequestFacts, evaluate_request
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 PROD_OU, ROOT = "ou-prod-1111", "r-root"

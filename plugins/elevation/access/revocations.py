@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from elevation.access.confirm import Outcome, PollSettings, confirm_all
+from elevation.access.needs import grant_in_flight, other_needs
 from elevation.aws import error_code
-from elevation.confirm import Outcome, PollSettings, confirm_all
 from elevation.identity_center import AssignmentStatus
 from elevation.lifecycle import Status
-from elevation.needs import grant_in_flight, other_needs
 from elevation.runtime import Runtime
 from elevation.store import queue
 

@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from conftest import minutes
-from elevation.intake import run_intake
+from elevation.access.intake import run_intake
 from elevation.store import queue
 
 HOSTILE_TEXT = "本番障害対応のため'); DROP TABLE elevation_request; -- <script>alert('x')</script> 🚨"

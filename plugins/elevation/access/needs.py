@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from elevation.policy import Policy, Triple, standing_triples
+from elevation.access.policy import Policy, Triple, standing_triples
 
 
 def other_needs(
