@@ -179,7 +179,7 @@ class DayResult:
             lines.append(
                 f"\n[{invariant}] {signature}: {len(found)} time(s); first at step #{first.step:03d} "
                 f"({when(first.at)}): {first.message}"
-                + (f" (still true {again} step(s) later)" if again else "")
+                + (f" (seen again at {again} later check(s))" if again else "")
             )
             if first.rows:
                 lines.append(first.rows)
