@@ -16,6 +16,7 @@ from typing import Generic, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from elevation.access.policy import GrantSettings
 from elevation.identity_center import AssignmentStatus
 
 Item = TypeVar("Item")
@@ -36,6 +37,12 @@ class PollSettings:
     initial_interval: timedelta = timedelta(seconds=1)
     max_interval: timedelta = timedelta(seconds=10)
     bound: timedelta = timedelta(minutes=3)
+
+    @classmethod
+    def of(cls, grants: GrantSettings) -> PollSettings:
+        """The policy's `grants` settings, which bound every wait on an assignment's creation or deletion."""
+        return cls(grants.max_creations_in_flight, grants.status_poll_initial, grants.status_poll_max,
+                   grants.status_wait_bound)
 
 
 def confirm_all(

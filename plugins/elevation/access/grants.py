@@ -77,21 +77,11 @@ class _RunState:
         return (principal_type, principal_id) in self.listed[pair]
 
 
-def poll_settings(runtime: Runtime) -> PollSettings:
-    grants = runtime.policy.grants
-    return PollSettings(
-        max_in_flight=grants.max_creations_in_flight,
-        initial_interval=grants.status_poll_initial,
-        max_interval=grants.status_poll_max,
-        bound=grants.status_wait_bound,
-    )
-
-
 def run_grants(runtime: Runtime) -> GrantSummary:
     """Claim approved requests a batch at a time (so parallel workers share the queue) and grant them; then fail
     loudly if any approved request has waited too long for its grant."""
     summary = GrantSummary()
-    settings = poll_settings(runtime)
+    settings = PollSettings.of(runtime.policy.grants)
     seen: set[int] = set()
     state = _RunState()
     while True:

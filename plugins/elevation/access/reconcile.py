@@ -249,9 +249,7 @@ def _enforce(runtime: Runtime, summary: ReconcileSummary) -> None:
             f"({settings.max_removals}): nothing was removed; the items stay recorded. Would remove: {listed}"
         )
         return
-    grants = runtime.policy.grants
-    poll = PollSettings(grants.max_creations_in_flight, grants.status_poll_initial, grants.status_poll_max,
-                        grants.status_wait_bound)
+    poll = PollSettings.of(runtime.policy.grants)
     ic = runtime.identity_center
     confirm_all(removable, start=lambda item: _start(ic.start_deletion, item), describe=ic.deletion_status,
                 settings=poll, on_outcome=lambda outcome: _settle(runtime, summary, outcome, "removed"),

@@ -50,12 +50,7 @@ def run_revocations(runtime: Runtime) -> RevocationSummary:
             lease=runtime.lease,
         )
         held = [row["id"] for row in claimed]
-        settings = PollSettings(
-            max_in_flight=runtime.policy.grants.max_creations_in_flight,
-            initial_interval=runtime.policy.grants.status_poll_initial,
-            max_interval=runtime.policy.grants.status_poll_max,
-            bound=runtime.policy.grants.status_wait_bound,
-        )
+        settings = PollSettings.of(runtime.policy.grants)
         confirm_all(
             claimed,
             start=lambda row: _start(runtime, row),
