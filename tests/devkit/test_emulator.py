@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,18 @@ ACCOUNT_A = "111111111111"
 ACCOUNT_B = "222222222222"
 ACCOUNT_C = "333333333333"
 
+
+@pytest.fixture(scope="module")
+def running() -> Iterator[AwsEmulator]:
+    """One emulator for the whole module: starting moto's Flask apps costs more than a reset."""
+    with AwsEmulator() as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def emu(running: AwsEmulator) -> AwsEmulator:
+    running.reset()
+    return running
 
 
 @dataclass

@@ -7,6 +7,7 @@ import socket
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,17 @@ NO_RETRY = Config(retries={"mode": "standard", "total_max_attempts": 1})
 ACCOUNT_A = "111111111111"
 ACCOUNT_B = "222222222222"
 
+
+@pytest.fixture(scope="module")
+def running() -> Iterator[AwsEmulator]:
+    with AwsEmulator() as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def emu(running: AwsEmulator) -> AwsEmulator:
+    running.reset()
+    return running
 
 
 @pytest.fixture
