@@ -92,7 +92,7 @@ def test_a_retried_night_replaces_its_partition(
     first = extract_night(scenario.sessions, s3_source(emulator, trail_bucket), start, end, tmp_path)
     again = extract_night(scenario.sessions, s3_source(emulator, trail_bucket), start, end, tmp_path)
     assert first.events_written == again.events_written == len(scenario.expected_for("2024-08-01"))
-    assert [p.name for p in (tmp_path / "date=2024-08-01").iterdir()] == ["events.parquet"]
+    assert sorted(p.name for p in (tmp_path / "date=2024-08-01").iterdir()) == ["_manifest.json", "events.parquet"]
     read_pairs(tmp_path)
     # A rerun with fewer sessions (one was deleted) leaves none of the old events behind.
     fewer = extract_night(scenario.sessions[:1], s3_source(emulator, trail_bucket), start, end, tmp_path)
@@ -121,7 +121,7 @@ def test_a_failing_source_leaves_the_previous_partition_untouched(
     with pytest.raises(LakeQueryError, match="internal error"):
         extract_night(scenario.sessions, lake_source(lake), start, end, tmp_path)
     assert (tmp_path / "date=2024-08-01" / "events.parquet").read_bytes() == before
-    assert [p.name for p in (tmp_path / "date=2024-08-01").iterdir()] == ["events.parquet"]
+    assert sorted(p.name for p in (tmp_path / "date=2024-08-01").iterdir()) == ["_manifest.json", "events.parquet"]
 
 
 def test_a_tokyo_night_owns_the_events_of_its_local_day(

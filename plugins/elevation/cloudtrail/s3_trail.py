@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
@@ -110,6 +110,12 @@ class S3TrailSource:
         self.prefetch = max(1, prefetch)
         self._accounts_read: set[str] = set()
         self.report = SourceReport()
+        #: Objects listed per (session account, UTC day folder), over all regions: a day with none at all is
+        #: a layout mistake (prefix, org id) or a broken trail, never a quiet day (see :meth:`empty_days`).
+        self.listed: Counter[tuple[str, date]] = Counter()
+        #: Objects listed per (account, UTC day) whose S3 LastModified is at or after `changed_since`.
+        self.changed_since: datetime | None = None
+        self.changed: Counter[tuple[str, date]] = Counter()
 
     # -- listing ----------------------------------------------------------------------------------------------
 
@@ -123,12 +129,19 @@ class S3TrailSource:
                 found.append(common["Prefix"][len(account_root) :].rstrip("/"))
         return sorted(found)
 
-    def iter_keys(self, accounts: Iterable[str], start: datetime, end: datetime) -> Iterator[str]:
-        """Keys of the files that can hold events of [start, end], folder by folder (lazily)."""
+    def iter_keys(
+        self, accounts: Iterable[str], start: datetime, end: datetime, *, count: bool = False
+    ) -> Iterator[str]:
+        """Keys of the files that can hold events of [start, end], folder by folder (lazily). With `count`, the
+        objects of each (account, day) are counted in :attr:`listed` (and :attr:`changed`)."""
         for account in sorted(set(accounts)):
             root = account_prefix(self.prefix, self.org_id, account)
+            days = utc_days(start, end)
+            if count:
+                for day in days:
+                    self.listed[(account, day)] += 0  # known, even when nothing is found
             for region in self._regions_of(root):
-                for day in utc_days(start, end):
+                for day in days:
                     paginator = self.client.get_paginator("list_objects_v2")
                     for page in paginator.paginate(Bucket=self.bucket, Prefix=day_prefix(root, region, day)):
                         for item in page.get("Contents") or []:
@@ -136,8 +149,30 @@ class S3TrailSource:
                             key = item["Key"]
                             if key.endswith("/"):
                                 continue
+                            if count:
+                                self.listed[(account, day)] += 1
+                                modified = item.get("LastModified")
+                                if self.changed_since is not None and modified is not None and (
+                                    modified >= self.changed_since
+                                ):
+                                    self.changed[(account, day)] += 1
                             if may_hold_span(key, start, end):
                                 yield key
+
+    def empty_days(self) -> list[tuple[str, date]]:
+        """(account, UTC day) pairs of the sessions' accounts for which the listing found no object at all."""
+        return sorted(pair for pair, found in self.listed.items() if not found)
+
+    def changed_objects(
+        self, accounts: Iterable[str], start: datetime, end: datetime, since: datetime
+    ) -> Counter[tuple[str, date]]:
+        """Objects of these accounts' day folders for [start, end] that landed (LastModified) at or after `since`:
+        the late deliveries a night written at `since` has not read. Lists only, reads nothing."""
+        self.changed_since = since
+        self.changed = Counter()
+        for _ in self.iter_keys(accounts, start, end, count=True):
+            pass
+        return Counter({pair: found for pair, found in self.changed.items() if found})
 
     # -- reading ----------------------------------------------------------------------------------------------
 
@@ -205,7 +240,7 @@ class S3TrailSource:
         """(record, object URL) of every record with eventTime in [start, end] in the sessions' accounts."""
         accounts = {session.account_id for session in sessions} | set(self.extra_accounts)
         self._accounts_read |= accounts
-        yield from self._read_objects(self.iter_keys(accounts, start, end), start, end)
+        yield from self._read_objects(self.iter_keys(accounts, start, end, count=True), start, end)
 
     def records_for_credentials(
         self,

@@ -10,9 +10,10 @@ partition is replaced as a whole.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Protocol
 
 from pyarrow import fs as pafs
@@ -22,6 +23,7 @@ from elevation.cloudtrail.records import SourceReport, SourceWarning
 from elevation.cloudtrail.schema import parse_event_time, record_to_row
 from elevation.cloudtrail.sessions import SessionIdentity
 from elevation.extract.location import resolve_location
+from elevation.extract.manifest import DataProblem, NightManifest, missing_days, write_manifest
 from elevation.extract.nights import DEFAULT_LOOKBACK, night_of, owns, read_span, sessions_for_night
 from elevation.extract.writer import write_partition
 
@@ -67,6 +69,8 @@ class ExtractSummary:
     output_bytes: int = 0
     minted_credentials: list[MintedCredential] = field(default_factory=list)
     derived_credentials: list[DerivedCredential] = field(default_factory=list)
+    #: What the reader of the night's reports must know about the data (see :class:`DataProblem`).
+    problems: list[DataProblem] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able (dates and datetimes as ISO text)."""
@@ -146,12 +150,18 @@ def extract_night(
     lookback: timedelta = DEFAULT_LOOKBACK,
     follow_hops: int = 1,
     filesystem: pafs.FileSystem | None = None,
+    now: datetime | None = None,
+    rewrites: int = 0,
 ) -> ExtractSummary:
     """Extract the night [start, end) (UTC, one local day of `timezone`) into `output` (a folder, `s3://...`, or
     a base path on `filesystem`). Sessions whose audit window misses the night are ignored; with no session
-    left, an empty partition is still written, so a retried run with fewer sessions leaves no stale events."""
+    left, an empty partition is still written, so a retried run with fewer sessions leaves no stale events.
+
+    Next to the partition goes its manifest (:mod:`elevation.extract.manifest`): `now` (the real clock, before
+    listing) is when the night's folders were listed, so later runs can find objects delivered after it."""
     if start.tzinfo is None or end.tzinfo is None or end <= start:
         raise ValueError(f"bad night window {start!r} .. {end!r}")
+    listed_at = now or datetime.now(UTC)
     night = night_of(start, timezone)
     active = sessions_for_night(sessions, start, end)
     span = read_span(start, end, delivery_margin, lookback)
@@ -184,6 +194,16 @@ def extract_night(
     summary.warnings = list(report.warnings)
     summary.minted_credentials = [c for c in matcher.minted if owns(start, end, c.event_time)]
     summary.derived_credentials = [c for c in matcher.derived if owns(start, end, c.issued_at)]
+    summary.problems = _problems(source, active, start, end, summary)
+    write_manifest(filesystem, base, night, NightManifest(
+        night=night.isoformat(), source="s3" if hasattr(source, "empty_days") else "lake",
+        listed_at=listed_at.isoformat(), read_start=span[0].isoformat(), read_end=span[1].isoformat(),
+        events_per_session=dict(summary.events_per_session), problems=summary.problems,
+        accounts=sorted({session.account_id for session in active}), rewrites=rewrites,
+    ))
+    for problem in summary.problems:
+        if problem.is_error:
+            log.error("night %s: %s", night, problem.message)
     log.info(
         "night %s: %d events for %d sessions, %d warnings, %d bytes scanned",
         night,
@@ -193,6 +213,34 @@ def extract_night(
         summary.bytes_scanned,
     )
     return summary
+
+
+_TRAIL_FOLDER = re.compile(r"/AWSLogs/(?:o-[a-z0-9]+/)?(\d{12})/CloudTrail/[^/]+/(\d{4})/(\d{2})/(\d{2})/")
+
+
+def _problems(
+    source: EventSource, sessions: Sequence[SessionIdentity], start: datetime, end: datetime,
+    summary: ExtractSummary,
+) -> list[DataProblem]:
+    """Missing days (S3: a session's account with no object at all in a day folder of its window), sessions
+    a closed Lake query returned nothing for, and every skipped or partly read file, placed by account and day."""
+    problems: list[DataProblem] = []
+    listed = getattr(source, "listed", None)
+    if listed is not None:
+        problems += missing_days(sessions, start, end, listed)
+    else:
+        for session in sessions:
+            if not summary.events_per_session.get(session.session_id) and session.audit_window[1] <= end:
+                problems.append(DataProblem(
+                    "empty", f"CloudTrail Lake returned no events for session {session.session_id} (account "
+                    f"{session.account_id}, window closed): check that extract.lake_event_data_store_arn "
+                    "collects this account", session.account_id, session_id=session.session_id))
+    for warning in summary.warnings:
+        folder = _TRAIL_FOLDER.search(warning.locator)
+        account, day = (folder.group(1), "-".join(folder.group(2, 3, 4))) if folder else (None, None)
+        problems.append(DataProblem("skipped", f"{warning.locator}: {warning.reason}", account, day,
+                                    warning.locator))
+    return problems
 
 
 def plan_lake_queries(
