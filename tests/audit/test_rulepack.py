@@ -32,7 +32,7 @@ import yaml
 from conftest import SHARED_DATA, shared_data
 from elevation.audit import Finding, RuleSet, load_rules, load_rules_from_yaml
 from elevation.audit.engine import pack_folder
-from elevation.audit.rules import SEVERITY_RANK
+from elevation.audit.rules import SEVERITY_RANK, effective_severity
 
 REPO = Path(__file__).resolve().parents[2]
 PACK_DIR = REPO / "plugins" / "elevation" / "audit" / "rulepack"
@@ -236,7 +236,9 @@ def test_rule_cases(rule_file: Path) -> None:
         if [finding.rule_id for finding in findings] != [rule.rule_id]:
             missed.append(case["name"])
             continue
-        assert findings[0].severity == level
+        # The rule's level is the finding's rule_severity; a failed call (errorCode) is one step lower.
+        assert findings[0].rule_severity == level
+        assert findings[0].severity == effective_severity(level, case["event"].get("errorCode"))
         assert findings[0].title == rule.title
     wrongly = [
         case["name"]

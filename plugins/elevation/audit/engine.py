@@ -21,6 +21,7 @@ from it in bulk only for whoever reads them, and keep the event's requestParamet
 from __future__ import annotations
 
 import gc
+import hashlib
 import json
 import re
 import re._constants as _regex_constants
@@ -40,6 +41,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from elevation.audit.rules import (
+    SEVERITIES,
     SEVERITY_RANK,
     AllOf,
     AnyOf,
@@ -56,6 +58,7 @@ from elevation.audit.rules import (
     ValueTest,
     compile_folder,
     compile_yaml,
+    effective_severity,
     normalize_event_name,
     resolve,
 )
@@ -113,12 +116,19 @@ FINDING_FIELDS: tuple[str, ...] = (
     "request_parameters",
     "error_code",
     "recipient_account_id",
+    "principal_arn",
+    "rule_severity",
 )
 _UNPARSED: Any = object()  # request parameters not parsed from their JSON text yet
 
 
 class Finding:
     """One rule matching one event (an event matching two rules gives two findings).
+
+    ``rule_severity`` is the rule's own level; ``severity`` the *effective* one: one step lower when the call failed
+    (see :func:`~elevation.audit.rules.effective_severity`; the engine computes it, the constructor stores what it
+    is given and takes ``rule_severity`` to be ``severity`` when it is not given). ``principal_arn`` is the acting
+    identity (``userIdentity.arn``). :attr:`key` is a stable key for upserts into a SIEM.
 
     Immutable (every field is a read-only attribute); equal when all fields are equal. ``request_parameters`` is the
     one field that costs: a night can give a million findings and a report shows few of them, so findings built from
@@ -142,6 +152,8 @@ class Finding:
         "_request_parameters_json",
         "_error_code",
         "_recipient_account_id",
+        "_principal_arn",
+        "_rule_severity",
     )
 
     def __init__(
@@ -160,6 +172,8 @@ class Finding:
         request_parameters: dict | None,
         error_code: str | None,
         recipient_account_id: str | None,
+        principal_arn: str | None = None,
+        rule_severity: str | None = None,
     ) -> None:
         self._event_id = event_id
         self._event_time = event_time
@@ -176,6 +190,8 @@ class Finding:
         self._request_parameters_json = None
         self._error_code = error_code
         self._recipient_account_id = recipient_account_id
+        self._principal_arn = principal_arn
+        self._rule_severity = severity if rule_severity is None else rule_severity
 
     @property
     def event_id(self) -> str:
@@ -203,7 +219,13 @@ class Finding:
 
     @property
     def severity(self) -> str:
+        """The effective severity: the rule's, one step lower for a failed call."""
         return self._severity
+
+    @property
+    def rule_severity(self) -> str:
+        """The rule's own level."""
+        return self._rule_severity
 
     @property
     def session_id(self) -> str | None:
@@ -240,6 +262,29 @@ class Finding:
     def recipient_account_id(self) -> str | None:
         return self._recipient_account_id
 
+    @property
+    def principal_arn(self) -> str | None:
+        """The acting identity: the event's ``userIdentity.arn`` (for an Identity Center session, the assumed role
+        session ``arn:aws:sts::ACCOUNT:assumed-role/AWSReservedSSO_.../user``)."""
+        return self._principal_arn
+
+    @property
+    def failed(self) -> bool:
+        """The call failed (the event has an errorCode)."""
+        return bool(self._error_code)
+
+    @property
+    def outcome(self) -> str:
+        """``succeeded``, or ``failed: <errorCode>``."""
+        return f"failed: {self._error_code}" if self._error_code else "succeeded"
+
+    @property
+    def key(self) -> str:
+        """A stable key for upserts into a SIEM: the first 32 hex digits of
+        ``sha256(f"{session_id}|{event_id}|{rule_id}")`` (session_id "" when None)."""
+        text = f"{self._session_id or ''}|{self._event_id}|{self._rule_id}"
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
     def __reduce__(self) -> tuple[Any, ...]:
         return (self.__class__, self._values())
 
@@ -269,11 +314,15 @@ class Finding:
             "rule_id": self.rule_id,
             "title": self.title,
             "severity": self.severity,
+            "rule_severity": self.rule_severity,
+            "key": self.key,
             "session_id": self.session_id,
+            "principal_arn": self.principal_arn,
             "awsRegion": self.aws_region,
             "sourceIPAddress": self.source_ip,
             "userAgent": self.user_agent,
             "errorCode": self.error_code,
+            "outcome": self.outcome,
             "recipientAccountId": self.recipient_account_id,
             "requestParameters": self.request_parameters,
         }
@@ -294,6 +343,8 @@ def _finding_from_row(
     request_parameters_json: str | None,
     error_code: str | None,
     recipient_account_id: str | None,
+    principal_arn: str | None,
+    rule_severity: str,
 ) -> Finding:
     """A finding whose request parameters are still JSON text (the table path makes findings in bulk with this)."""
     finding = _new(Finding)
@@ -312,6 +363,8 @@ def _finding_from_row(
     finding._request_parameters_json = request_parameters_json
     finding._error_code = error_code
     finding._recipient_account_id = recipient_account_id
+    finding._principal_arn = principal_arn
+    finding._rule_severity = rule_severity
     return finding
 
 
@@ -319,7 +372,8 @@ _new = object.__new__
 
 
 def finding_sort_key(finding: Finding) -> tuple[Any, ...]:
-    """Time order, worst rule first within an event: the order people read a session in."""
+    """Time order, worst finding first within an event (effective severity, then rule id): the order people read a
+    session in."""
     return (finding.event_time, finding.event_id, -SEVERITY_RANK.get(finding.severity, 0), finding.rule_id)
 
 
@@ -1074,6 +1128,8 @@ class RuleSet:
     @staticmethod
     def _finding_from_record(record: dict[str, Any], rule: CompiledRule, session_id: str | None) -> Finding:
         parameters = record.get("requestParameters")
+        error_code = _text(record.get("errorCode"))
+        identity = record.get("userIdentity")
         return Finding(
             event_id=str(record.get("eventID") or ""),
             event_time=_event_time(record.get("eventTime")),
@@ -1081,14 +1137,16 @@ class RuleSet:
             event_name=str(record.get("eventName") or ""),
             rule_id=rule.rule_id,
             title=rule.title,
-            severity=rule.severity,
+            severity=effective_severity(rule.severity, error_code),
             session_id=session_id,
             aws_region=_text(record.get("awsRegion")),
             source_ip=_text(record.get("sourceIPAddress")),
             user_agent=_text(record.get("userAgent")),
             request_parameters=parameters if isinstance(parameters, dict) else None,
-            error_code=_text(record.get("errorCode")),
+            error_code=error_code,
             recipient_account_id=_text(record.get("recipientAccountId")),
+            principal_arn=_text(identity.get("arn")) if isinstance(identity, dict) else None,
+            rule_severity=rule.severity,
         )
 
     # -- tables -------------------------------------------------------------------------------------------------
@@ -1143,7 +1201,7 @@ class RuleSet:
                     elif residual is not False:
                         pending.append((index, residual, residual_rows))
         certain.extend(_decide(source, pending))
-        return _findings_table(source, plan, certain)
+        return _findings_table(source, plan.rules, certain)
 
 
 def _rule_rows(whole: _Frame, plan: _Plan) -> list[tuple[pa.Array, list[int]]]:
@@ -1280,48 +1338,71 @@ _FINDING_SOURCES: dict[str, str] = {
     "request_parameters": "requestParameters",
     "error_code": "errorCode",
     "recipient_account_id": "recipientAccountId",
+    "principal_arn": "userIdentity_arn",
 }
 
 
-def _findings_table(source: _Source, plan: _Plan, matches: list[tuple[pa.Array, int]]) -> pa.Table:
-    """The table of (rows, rule) matches, built column-wise: the matched events are taken once per column (in
-    ascending position, see :meth:`_Source.take`) and put in reading order by one sort on their keys. A rule that
-    matches every event of a night must not cost much more than the reading did."""
+def _findings_table(source: _Source, rules: Sequence[CompiledRule], matches: list[tuple[pa.Array, int]]) -> pa.Table:
+    """The table of (rows, rule) matches (`rules[index]`), built column-wise: the matched events are taken once per
+    column (in ascending position, see :meth:`_Source.take`) and put in reading order by one sort on their keys. A
+    rule that matches every event of a night must not cost much more than the reading did."""
     if not matches:
         return FINDINGS_SCHEMA.empty_table()
     rows = pa.concat_arrays([rows.cast(pa.int64()) for rows, _ in matches])
-    rules = pa.concat_arrays([pa.repeat(pa.scalar(index, pa.int32()), len(rows)) for rows, index in matches])
+    rule_of = pa.concat_arrays([pa.repeat(pa.scalar(index, pa.int32()), len(rows)) for rows, index in matches])
     # In ascending position, the order _Source.take wants (and the tie-breaker of the stable sort below).
     ascending = pc.sort_indices(rows)
-    rows, rules = pc.take(rows, ascending), pc.take(rules, ascending)
+    rows, rule_of = pc.take(rows, ascending), pc.take(rule_of, ascending)
     taken = {
         field: _as_type(source.take(column, rows), FINDINGS_SCHEMA.field(field).type)
         for field, column in _FINDING_SOURCES.items()
         if column in source.column_names
     }
-    # Reading order (finding_sort_key): time, event, worst rule first, then rule id; input order breaks ties.
-    by_rank = sorted(range(len(plan.rules)), key=lambda i: (-SEVERITY_RANK.get(plan.rules[i].severity, 0),
-                                                            plan.rules[i].rule_id))
-    rank = [0] * len(plan.rules)
-    for position, index in enumerate(by_rank):
-        rank[index] = position
+    # The effective severity: the rule's, one step lower where the call failed (effective_severity, vectorised).
+    rule_rank = pc.take(pa.array([SEVERITY_RANK[rule.severity] for rule in rules], pa.int8()), rule_of)
+    if "error_code" in taken:
+        failed = pc.cast(_nonempty(taken["error_code"]), pa.int8())
+        rank = pc.max_element_wise(pc.subtract(rule_rank, failed), pa.scalar(0, pa.int8()))
+    else:
+        rank = rule_rank
+    # Reading order (finding_sort_key): time, event, worst finding first, then rule id; input order breaks ties.
+    by_id = sorted(range(len(rules)), key=lambda i: rules[i].rule_id)
+    id_rank = [0] * len(rules)
+    for position, index in enumerate(by_id):
+        id_rank[index] = position
     order = pc.sort_indices(
-        pa.table({"time": taken["event_time"], "event": taken["event_id"],
-                  "rank": pc.take(pa.array(rank, pa.int32()), rules)}),
-        sort_keys=[("time", "ascending"), ("event", "ascending"), ("rank", "ascending")],
+        pa.table({"time": taken["event_time"], "event": taken["event_id"], "severity": rank,
+                  "rule": pc.take(pa.array(id_rank, pa.int32()), rule_of)}),
+        sort_keys=[("time", "ascending"), ("event", "ascending"), ("severity", "descending"),
+                   ("rule", "ascending")],
     )
-    rules = pc.take(rules, order)
+    rule_of = pc.take(rule_of, order)
     columns = []
     for field in FINDINGS_SCHEMA:
-        if field.name in ("rule_id", "title", "severity"):
-            values = pa.array([getattr(rule, field.name) for rule in plan.rules], pa.string())
-            data = pa.DictionaryArray.from_arrays(rules, values)
+        if field.name in ("rule_id", "title", "rule_severity"):
+            attribute = "severity" if field.name == "rule_severity" else field.name
+            values = pa.array([getattr(rule, attribute) for rule in rules], pa.string())
+            data = pa.DictionaryArray.from_arrays(rule_of, values)
+        elif field.name == "severity":
+            data = pa.DictionaryArray.from_arrays(
+                pc.cast(pc.take(rank, order), pa.int32()), pa.array(SEVERITIES, pa.string())
+            )
         elif field.name in taken:
             data = pc.take(taken[field.name], order)
         else:
-            data = pa.nulls(len(rules), field.type)
+            data = pa.nulls(len(rule_of), field.type)
         columns.append(data.combine_chunks() if isinstance(data, pa.ChunkedArray) else data)
     return pa.Table.from_arrays(columns, schema=FINDINGS_SCHEMA)
+
+
+def _nonempty(data: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """Per row: a non-null, non-empty text (judged once per distinct value of a dictionary column)."""
+    if isinstance(data, pa.ChunkedArray):
+        return pa.chunked_array([_nonempty(chunk) for chunk in data.chunks], pa.bool_())
+    if pa.types.is_dictionary(data.type):
+        verdicts = pc.fill_null(pc.greater(pc.utf8_length(data.dictionary), 0), False)
+        return pc.fill_null(pc.take(verdicts, data.indices), False)
+    return pc.fill_null(pc.greater(pc.utf8_length(data), 0), False)
 
 
 def _as_type(data: pa.Array | pa.ChunkedArray, target: pa.DataType) -> pa.Array | pa.ChunkedArray:
@@ -1371,6 +1452,8 @@ def findings_from_table(findings: pa.Table) -> list[Finding]:
                 column("request_parameters"),
                 column("error_code"),
                 column("recipient_account_id"),
+                column("principal_arn"),
+                column("rule_severity"),
             )
         )
 

@@ -26,6 +26,8 @@ Supported (everything SigmaHQ's AWS CloudTrail rules use, except the old aggrega
   Lambda logs ``UpdateFunctionCode20150331v2``, which matches ``UpdateFunctionCode``, ``UpdateFunctionCode*`` and
   ``UpdateFunctionCode20150331v2``. Exact rule values on ``eventName`` are normalised the same way.
 * Severity comes from ``level`` (informational, low, medium, high, critical; a rule without level is medium).
+* Report-card metadata: ``description``, ``falsepositives``, ATT&CK technique tags (:attr:`CompiledRule.attack_ids`)
+  and the custom top-level key ``next_step:`` (one line: what to check next; :attr:`CompiledRule.next_step`).
 
 Not supported, listed in ``RuleSet.unsupported`` with the reason, never a crash: the pipe aggregation syntax
 (``selection | count() > 5``, ``| near``), ``timeframe`` (it only means something for correlation), correlation
@@ -80,6 +82,18 @@ SEVERITIES: tuple[str, ...] = ("informational", "low", "medium", "high", "critic
 #: Higher is worse; used to sort findings and sessions.
 SEVERITY_RANK: dict[str, int] = {name: rank for rank, name in enumerate(SEVERITIES)}
 DEFAULT_SEVERITY = "medium"
+
+
+def effective_severity(rule_severity: str, error_code: str | None) -> str:
+    """A finding's severity: the rule's level, one step lower for a call that failed (any errorCode): six
+    AccessDenied DeleteBucket calls are not six high findings, a StopLogging that failed is not critical.
+    Informational stays informational; an unknown level is returned as it is."""
+    if not error_code:
+        return rule_severity
+    rank = SEVERITY_RANK.get(rule_severity)
+    if rank is None:
+        return rule_severity
+    return SEVERITIES[max(rank - 1, 0)]
 
 _VERSION_SUFFIX = re.compile(r"20\d{6}(?:v\d+)?$")
 
@@ -612,9 +626,27 @@ class CompiledRule:
     tags: tuple[str, ...] = ()
     falsepositives: tuple[str, ...] = ()
     references: tuple[str, ...] = ()
+    #: One line for the report card: what to check next (the rule's custom top-level ``next_step:`` key).
+    next_step: str = ""
+
+    @property
+    def attack_ids(self) -> tuple[str, ...]:
+        """The ATT&CK technique ids of the rule's tags, in tag order: ``attack.t1098.003`` -> ``T1098.003``
+        (tactics such as ``attack.persistence`` and groups or software are not techniques)."""
+        found: list[str] = []
+        for tag in self.tags:
+            match = _TECHNIQUE_TAG.fullmatch(tag.strip())
+            if match:
+                technique = match.group(1).upper()
+                if technique not in found:
+                    found.append(technique)
+        return tuple(found)
 
     def matches(self, event: EventLike) -> bool:
         return self.predicate.evaluate(event)
+
+
+_TECHNIQUE_TAG = re.compile(r"attack\.(t\d{4}(?:\.\d{3})?)", re.IGNORECASE)
 
 
 @dataclass
@@ -658,7 +690,14 @@ def compile_rule(rule: SigmaRule, path: str) -> CompiledRule:
         tags=tuple(str(tag) for tag in rule.tags),
         falsepositives=tuple(str(item) for item in rule.falsepositives),
         references=tuple(str(item) for item in rule.references),
+        next_step=_next_step(rule),
     )
+
+
+def _next_step(rule: SigmaRule) -> str:
+    """The custom ``next_step:`` key (pySigma keeps unknown top-level keys in ``custom_attributes``), one line."""
+    value = (getattr(rule, "custom_attributes", None) or {}).get("next_step")
+    return " ".join(str(value).split()) if value is not None else ""
 
 
 def compile_yaml(text: str, path: str = "<yaml>") -> LoadResult:
