@@ -208,11 +208,24 @@ def test_rule_metadata(rule_file: Path) -> None:
         "at least one ATT&CK technique"
     )
     assert "condition" in rule["detection"]
+    assert isinstance(rule.get("next_step"), str) and rule["next_step"].strip(), "say what to check next"
+    assert "\n" not in rule["next_step"].strip() and len(rule["next_step"]) <= 160, "next_step is one short line"
     text = rule_file.read_text(encoding="utf-8")
     if "lambda.amazonaws.com" in text:
         # Lambda logs API versions in event names (UpdateFunctionCode20150331v2): the pack lists bare names and
         # also matches the suffixed forms with startswith, so it works on engines that do not normalise names.
         assert "eventName|startswith" in text
+
+
+def test_every_pack_rule_has_report_card_metadata(pack: RuleSet) -> None:
+    """What a report card shows, as the compiled rules carry it (and RuleSet.rule finds it by id)."""
+    for rule in pack.rules:
+        assert rule.description, rule.path
+        assert rule.attack_ids and all(re.fullmatch(r"T\d{4}(\.\d{3})?", item) for item in rule.attack_ids), rule.path
+        assert rule.falsepositives, rule.path
+        assert rule.next_step and "\n" not in rule.next_step, rule.path
+        assert pack.rule(rule.rule_id) is rule
+    assert pack.rule("no-such-rule") is None
 
 
 @pytest.mark.parametrize("rule_file", RULE_FILES, ids=lambda path: path.stem)

@@ -447,3 +447,27 @@ def test_correlation_rules_are_unsupported_and_other_log_sources_skipped() -> No
     assert [rule.title for rule in loaded.unsupported] == ["many denied calls"]
     assert "correlation" in loaded.unsupported[0].reason
     assert [rule.title for rule in loaded.skipped] == ["windows rule"]
+
+
+def test_next_step_and_attack_ids_are_read_from_the_rule() -> None:
+    ruleset = load_rules_from_yaml(
+        textwrap.dedent(
+            """\
+            title: with metadata
+            id: 2f7c1b8e-0000-4000-8000-000000000001
+            logsource: {product: aws, service: cloudtrail}
+            detection: {selection: {eventName: CreateUser}, condition: selection}
+            tags: [attack.persistence, attack.t1136.003, attack.T1098, attack.g0016, attack.s0677]
+            next_step: >
+              Check who the new principal belongs to
+              and whether the ticket mentions it
+            level: medium
+            """
+        )
+    )
+    (rule,) = ruleset.rules
+    assert rule.next_step == "Check who the new principal belongs to and whether the ticket mentions it"
+    assert rule.attack_ids == ("T1136.003", "T1098")
+    assert ruleset.rule(rule.rule_id) is rule and ruleset.rule("other") is None
+    (bare,) = rules("selection: {eventName: CreateUser}\ncondition: selection").rules
+    assert bare.next_step == "" and bare.attack_ids == ()

@@ -1103,6 +1103,13 @@ class RuleSet:
     def __repr__(self) -> str:
         return f"RuleSet({len(self.rules)} rules, {len(self.unsupported)} unsupported, {len(self.skipped)} skipped)"
 
+    def rule(self, rule_id: str) -> CompiledRule | None:
+        """The rule with this id (its metadata for a report card), the exposure pseudo-rules included; None if unknown."""
+        for rule in self.rules:
+            if rule.rule_id == rule_id:
+                return rule
+        return None
+
     def _plan(self) -> _Plan:
         if self._plan_cache is None or self._plan_cache.rules != tuple(self.rules):
             self._plan_cache = _Plan(self.rules)
