@@ -20,7 +20,13 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from elevation.cloudtrail.matcher import DerivedCredential, parse_assumed_role_arn
-from elevation.cloudtrail.records import MalformedLogFile, SourceReport, SourceWarning, iter_records
+from elevation.cloudtrail.records import (
+    MalformedLogFile,
+    SourceReport,
+    SourceWarning,
+    TruncatedLogFile,
+    iter_records,
+)
 from elevation.cloudtrail.schema import parse_event_time
 from elevation.cloudtrail.sessions import ACCOUNT_ID, SessionIdentity
 
@@ -113,6 +119,9 @@ class S3TrailSource:
         #: Objects listed per (session account, UTC day folder), over all regions: a day with none at all is
         #: a layout mistake (prefix, org id) or a broken trail, never a quiet day (see :meth:`empty_days`).
         self.listed: Counter[tuple[str, date]] = Counter()
+        #: Records older than the listed span are kept from this time on: a night's run reads the files delivered
+        #: during it, and late deliveries of earlier nights' events are in them (see extract_night's late_lookback).
+        self.keep_events_from: datetime | None = None
         #: Objects listed per (account, UTC day) whose S3 LastModified is at or after `changed_since`.
         self.changed_since: datetime | None = None
         self.changed: Counter[tuple[str, date]] = Counter()
@@ -207,17 +216,20 @@ class S3TrailSource:
                 continue
             self.report.objects_read += 1
             self.report.bytes_read += len(data)
+            problems: list[TruncatedLogFile] = []
             try:
-                records = list(iter_records(data, locator))
+                records = list(iter_records(data, locator, on_problem=problems.append))
             except MalformedLogFile as error:
                 self.report.warn(locator, error.reason)
                 continue
+            for problem in problems:  # truncated: the records before the cut are read, the file still reported
+                self.report.warn(locator, problem.reason)
             for index, record in enumerate(records):
                 self.report.records_read += 1
                 moment = self._checked_time(record, locator, index)
                 if moment is None:
                     continue
-                if start <= moment <= end:
+                if (self.keep_events_from or start) <= moment <= end:
                     yield record, locator
 
     def _checked_time(self, record: dict[str, Any], locator: str, index: int) -> datetime | None:

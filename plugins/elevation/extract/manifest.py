@@ -79,7 +79,8 @@ class NightManifest:
     events_per_session: dict[str, int] = field(default_factory=dict)
     problems: list[DataProblem] = field(default_factory=list)
     accounts: list[str] = field(default_factory=list)  # the sessions' accounts the night read
-    rewrites: int = 0  # how many times late deliveries made the night be extracted again
+    rewrites: int = 0  # how many times late deliveries were merged into the night
+    late_events: dict[str, int] = field(default_factory=dict)  # session id -> events that arrived late
     version: int = MANIFEST_VERSION
 
     @property

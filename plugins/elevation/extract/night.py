@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -22,8 +23,9 @@ from elevation.cloudtrail.matcher import DerivedCredential, MintedCredential, Se
 from elevation.cloudtrail.records import SourceReport, SourceWarning
 from elevation.cloudtrail.schema import parse_event_time, record_to_row
 from elevation.cloudtrail.sessions import SessionIdentity
+from elevation.extract.late import LateEvents, carried_over, merge_late
 from elevation.extract.location import resolve_location
-from elevation.extract.manifest import DataProblem, NightManifest, missing_days, write_manifest
+from elevation.extract.manifest import DataProblem, NightManifest, missing_days, read_manifest, write_manifest
 from elevation.extract.nights import DEFAULT_LOOKBACK, night_of, owns, read_span, sessions_for_night
 from elevation.extract.writer import write_partition
 
@@ -71,6 +73,8 @@ class ExtractSummary:
     derived_credentials: list[DerivedCredential] = field(default_factory=list)
     #: What the reader of the night's reports must know about the data (see :class:`DataProblem`).
     problems: list[DataProblem] = field(default_factory=list)
+    #: Earlier nights that gained events delivered late, found in this night's files: {night: {session: count}}.
+    late_events: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able (dates and datetimes as ISO text)."""
@@ -96,6 +100,7 @@ def _matched_rows(
     span: tuple[datetime, datetime],
     follow_hops: int,
     summary: ExtractSummary,
+    late: LateEvents | None = None,
 ) -> Iterator[dict[str, Any]]:
     seen: set[tuple[str, str]] = set()
     handled: set[tuple[str, str]] = set()
@@ -111,6 +116,8 @@ def _matched_rows(
                 source.report.warn(str(locator), f"record {record.get('eventID')} has no valid eventTime")
                 continue
             if not owns(start, end, moment):
+                if late is not None and late.start <= moment < start:
+                    late.add(record, moment, matches, str(locator))
                 continue
             for match in matches:
                 key = (match.session_id, str(record.get("eventID")))
@@ -151,14 +158,16 @@ def extract_night(
     follow_hops: int = 1,
     filesystem: pafs.FileSystem | None = None,
     now: datetime | None = None,
-    rewrites: int = 0,
+    late_lookback: timedelta = timedelta(0),
 ) -> ExtractSummary:
     """Extract the night [start, end) (UTC, one local day of `timezone`) into `output` (a folder, `s3://...`, or
     a base path on `filesystem`). Sessions whose audit window misses the night are ignored; with no session
     left, an empty partition is still written, so a retried run with fewer sessions leaves no stale events.
 
     Next to the partition goes its manifest (:mod:`elevation.extract.manifest`): `now` (the real clock, before
-    listing) is when the night's folders were listed, so later runs can find objects delivered after it."""
+    listing) is when the night's folders were listed. With `late_lookback`, the sessions of the earlier nights
+    within it are matched too, and their events found in tonight's files (delivered late) are added to those
+    nights (see :mod:`elevation.extract.late`); `summary.late_events` says which nights and sessions gained."""
     if start.tzinfo is None or end.tzinfo is None or end <= start:
         raise ValueError(f"bad night window {start!r} .. {end!r}")
     listed_at = now or datetime.now(UTC)
@@ -178,11 +187,24 @@ def extract_night(
         filesystem, base = resolve_location(output)
     else:
         base = str(output).rstrip("/")
-    matcher = SessionMatcher(active, follow_hops=follow_hops)
+    earlier = [session for session in sessions_for_night(sessions, start - late_lookback, start)
+               if session not in active] if late_lookback > timedelta(0) else []
+    late = LateEvents(start - late_lookback, timezone) if earlier and hasattr(source, "keep_events_from") else None
+    if late is not None:
+        source.keep_events_from = late.start  # type: ignore[attr-defined]
+    matcher = SessionMatcher([*active, *earlier], follow_hops=follow_hops)
     rows: Iterator[dict[str, Any]] = (
-        _matched_rows(matcher, source, active, start, end, span, follow_hops, summary) if active else iter(())
+        _matched_rows(matcher, source, [*active, *earlier], start, end, span, follow_hops, summary, late)
+        if active or earlier else iter(())
     )
-    written = write_partition(filesystem, base, night, rows)
+    keep = {session.session_id for session in active}
+    previous = read_manifest(filesystem, base, night)  # what earlier merges of late events added stays known
+    written = write_partition(filesystem, base, night, carried_over(filesystem, base, night, rows, keep))
+    summary.events_per_session = {**dict.fromkeys(keep, 0),
+                                  **Counter(_session_ids(filesystem, written.path))}
+    if late is not None:
+        summary.late_events = {day.isoformat(): gained
+                               for day, gained in merge_late(filesystem, base, late).items()}
     report = source.report
     summary.events_written = written.rows
     summary.files_written = [written.path]
@@ -199,7 +221,10 @@ def extract_night(
         night=night.isoformat(), source="s3" if hasattr(source, "empty_days") else "lake",
         listed_at=listed_at.isoformat(), read_start=span[0].isoformat(), read_end=span[1].isoformat(),
         events_per_session=dict(summary.events_per_session), problems=summary.problems,
-        accounts=sorted({session.account_id for session in active}), rewrites=rewrites,
+        accounts=sorted({session.account_id for session in active}),
+        rewrites=previous.rewrites if previous else 0,
+        late_events={key: value for key, value in (previous.late_events if previous else {}).items()
+                     if key in keep},
     ))
     for problem in summary.problems:
         if problem.is_error:
@@ -241,6 +266,13 @@ def _problems(
         problems.append(DataProblem("skipped", f"{warning.locator}: {warning.reason}", account, day,
                                     warning.locator))
     return problems
+
+
+def _session_ids(filesystem: pafs.FileSystem, path: str) -> list[str]:
+    import pyarrow.parquet as pq
+
+    with filesystem.open_input_file(path) as source:
+        return pq.read_table(source, columns=["session_id"]).column("session_id").to_pylist()
 
 
 def plan_lake_queries(
