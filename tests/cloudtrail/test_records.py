@@ -73,7 +73,7 @@ def _error(data: bytes, name: str = "AWSLogs/111111111111/file.json.gz") -> Malf
 
 def test_truncated_and_corrupt_gzip_are_named() -> None:
     whole = gzip.compress(json.dumps({"Records": [EVENT] * 50}).encode())
-    assert "truncated gzip" in _error(whole[: len(whole) // 2]).reason
+    assert "truncated gzip" in _error(whole[: len(whole) // 2]).reason  # raised after the records recovered
     assert "corrupt gzip" in _error(whole[:10] + b"\x00garbage" * 20).reason
 
 
@@ -91,7 +91,8 @@ def test_invalid_json_lines_name_the_line_after_the_good_ones() -> None:
     [
         (b"", "empty file"),
         (b"   \n", "empty file"),
-        (b'{"Records": [', "invalid JSON at line 1"),
+        (b'{"Records": [', "truncated JSON (the text stops mid-record at line 1): 0 records recovered"),
+        (b'{"Records": [{"eventID": "a"} {"eventID": "b"}]}', "invalid JSON at line 1"),
         (b'{"Records": {"a": 1}}', "Records is not a list"),
         (b'{"Labels": []}', "no Records"),
         (b'{"Records": [1]}', "Records[0] is a int"),

@@ -5,6 +5,11 @@ gzip), exports and SIEM dumps (JSON arrays, JSON Lines) and single events pasted
 detected from the content, never from the file name, because names lie (`.json` files that are gzip, `.gz` that
 are not). A file that cannot be read raises :class:`MalformedLogFile` naming the file and what is wrong, so an
 audit never silently works on less data than it thinks it has.
+
+A file cut short (a gzip whose end is missing, a text that stops mid-record) still gives the records before the
+cut: :func:`iter_records` yields them, then reports a :class:`TruncatedLogFile` (a :class:`MalformedLogFile`)
+saying how many were recovered, to `on_problem` when the caller passes one, else by raising it. Anything else
+wrong (a corrupt gzip, invalid JSON in the middle) is not recovered: the file is rejected as a whole.
 """
 
 from __future__ import annotations
@@ -12,8 +17,9 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import re
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +38,20 @@ class MalformedLogFile(ValueError):
         super().__init__(f"{name}: {reason}")
         self.name = name
         self.reason = reason
+
+
+class TruncatedLogFile(MalformedLogFile):
+    """A file cut short: the `records_recovered` records before the cut were read, whatever followed is lost.
+    `cut` says where: `gzip` (the compressed data ends early) or `text` (the JSON stops mid-record)."""
+
+    def __init__(self, name: str, reason: str, records_recovered: int, cut: str) -> None:
+        super().__init__(name, reason)
+        self.records_recovered = records_recovered
+        self.cut = cut
+
+
+#: Receives the problem of a file whose readable records were yielded anyway (today: a truncated file).
+ProblemHandler = Callable[[TruncatedLogFile], None]
 
 
 @dataclass(frozen=True)
@@ -60,14 +80,32 @@ class SourceReport:
         log.warning("skipped %s: %s", locator, reason)
 
 
-def _decompress(data: bytes, name: str) -> bytes:
+def _gunzip_prefix(data: bytes) -> bytes:
+    """What a gzip cut short decompresses to: every member's output up to where the data stops."""
+    parts: list[bytes] = []
+    rest = data
+    while rest:
+        stream = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        parts.append(stream.decompress(rest))
+        if not stream.eof:
+            break
+        rest = stream.unused_data
+    return b"".join(parts)
+
+
+def _decompress(data: bytes, name: str) -> tuple[bytes, bool]:
+    """(the text, whether the gzip was cut short); a corrupt gzip raises."""
     if not data.startswith(GZIP_MAGIC):
-        return data
+        return data, False
     try:
-        return gzip.decompress(data)
-    except EOFError as error:
-        raise MalformedLogFile(name, f"truncated gzip ({error})") from error
+        return gzip.decompress(data), False
+    except EOFError:
+        pass
     except (OSError, zlib.error) as error:
+        raise MalformedLogFile(name, f"corrupt gzip ({error})") from error
+    try:
+        return _gunzip_prefix(data), True
+    except zlib.error as error:  # corrupt before the cut: nothing trustworthy
         raise MalformedLogFile(name, f"corrupt gzip ({error})") from error
 
 
@@ -162,8 +200,39 @@ def _line_number(text: bytes, position: int) -> int:
     return text.count(b"\n", 0, position) + 1
 
 
-def _iter_json_lines(text: bytes, name: str, start: int) -> Iterator[dict[str, Any]]:
-    """One event per line; blank lines are allowed, anything else that is not a JSON object is an error."""
+_NUMBER_TAIL = re.compile(r"[0-9.eE+-]+")
+_LITERALS = ("true", "false", "null", "NaN", "Infinity", "-Infinity")
+
+
+def _ends_mid_value(document: str, error: json.JSONDecodeError) -> bool:
+    """Whether a decoding error only says that the text stopped (a prefix of valid JSON), not that it is wrong."""
+    rest = document[error.pos :].rstrip()
+    if not rest or error.msg.startswith("Unterminated string"):  # the scanners say this only at the end
+        return True
+    if error.msg.startswith("Invalid \\uXXXX escape"):
+        return len(rest) <= 5 and document[error.pos :] == rest
+    if document[error.pos :] != rest:  # something after the failing token: not at the end
+        return False
+    if error.msg.startswith("Expecting value") and any(
+        literal.startswith(rest) and literal != rest for literal in _LITERALS
+    ):
+        return True
+    return bool(_NUMBER_TAIL.fullmatch(rest)) and error.msg.startswith("Expecting")
+
+
+def _invalid(name: str, document: str, error: json.JSONDecodeError) -> MalformedLogFile:
+    return MalformedLogFile(
+        name, f"invalid JSON at line {document.count(chr(10), 0, error.pos) + 1}: {error}"
+    )
+
+
+#: What a record yields while parsing: the description of the cut when the text stops mid-record, else None.
+_Parsed = Generator[dict[str, Any], None, str | None]
+
+
+def _iter_json_lines(text: bytes, name: str, start: int) -> _Parsed:
+    """One event per line; blank lines are allowed, anything else that is not a JSON object is an error, except
+    a last line cut short, without its newline (the file is truncated: the lines before it are the records)."""
     line_number = _line_number(text, start)
     position = start
     while position < len(text):
@@ -175,16 +244,51 @@ def _iter_json_lines(text: bytes, name: str, start: int) -> Iterator[dict[str, A
             try:
                 value = json.loads(line)
             except ValueError as error:
+                last = end >= len(text)  # no newline after it: the writer stopped mid-line
+                decoded = line.decode("utf-8", "replace")
+                if last and isinstance(error, json.JSONDecodeError) and _ends_mid_value(decoded, error):
+                    return f"the last line ({line_number}) stops mid-record"
                 raise MalformedLogFile(name, f"invalid JSON at line {line_number}: {error}") from error
             yield _check_record(value, name, f"line {line_number}")
         position = end + 1
         line_number += 1
+    return None
 
 
-def iter_records(data: bytes, name: str) -> Iterator[dict[str, Any]]:
-    """Yield the CloudTrail records of one file's bytes (gzip or not; trail file, JSON array, JSON Lines or one
-    event). Raises :class:`MalformedLogFile` (possibly after yielding the good lines of a JSON Lines file)."""
-    text = _decompress(data, name)
+_TRAIL_OPENING = re.compile(r'\{\s*"Records"\s*:\s*\[')
+
+
+def _recover_elements(document: str, position: int, name: str, label: str) -> _Parsed:
+    """The complete elements of an array that the text cuts short, from `position` (just after its `[`)."""
+    decoder = json.JSONDecoder()
+    index = 0
+    length = len(document)
+    while True:
+        while position < length and document[position].isspace():
+            position += 1
+        if position >= length or document[position] == "]":
+            break
+        try:
+            value, position = decoder.raw_decode(document, position)
+        except json.JSONDecodeError as error:
+            if _ends_mid_value(document, error):
+                break
+            raise _invalid(name, document, error) from error
+        yield _check_record(value, name, f"{label}[{index}]" if label else f"element {index}")
+        index += 1
+        while position < length and document[position].isspace():
+            position += 1
+        if position < length and document[position] == ",":
+            position += 1
+        elif position < length and document[position] != "]":
+            raise MalformedLogFile(
+                name, f"invalid JSON at line {document.count(chr(10), 0, position) + 1}: expecting ','"
+            )
+    return f"the text stops mid-record at line {document.count(chr(10)) + 1}"
+
+
+def _parse(text: bytes, name: str) -> _Parsed:
+    """The records of a file's text; returns how the text is cut short, if it is (None when it is whole)."""
     if text.startswith(b"\xef\xbb\xbf"):
         text = text[3:]
     start = len(text) - len(text.lstrip())
@@ -192,27 +296,33 @@ def iter_records(data: bytes, name: str) -> Iterator[dict[str, Any]]:
         raise MalformedLogFile(name, "empty file")
     decoder = json.JSONDecoder()
     try:
-        # raw_decode needs str; decoding is lazy for JSON Lines only in the sense that we stop at the first value.
         decoded = text.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise MalformedLogFile(name, f"not UTF-8 text ({error})") from error
+        if error.end != len(text) or error.reason != "unexpected end of data":
+            raise MalformedLogFile(name, f"not UTF-8 text ({error})") from error
+        text = text[: error.start]  # a character cut in two at the end: the JSON is cut there too
+        decoded = text.decode("utf-8")
     char_start = len(decoded) - len(decoded.lstrip())
     try:
         first, first_end = decoder.raw_decode(decoded, char_start)
-    except ValueError as error:
-        raise MalformedLogFile(
-            name, f"invalid JSON at line {decoded.count(chr(10), 0, getattr(error, 'pos', 0)) + 1}: {error}"
-        ) from error
+    except json.JSONDecodeError as error:
+        if not _ends_mid_value(decoded, error):
+            raise _invalid(name, decoded, error) from error
+        if decoded.startswith("[", char_start):
+            return (yield from _recover_elements(decoded, char_start + 1, name, ""))
+        opening = _TRAIL_OPENING.match(decoded, char_start)
+        if opening:
+            return (yield from _recover_elements(decoded, opening.end(), name, "Records"))
+        return f"the text stops mid-record at line {decoded.count(chr(10)) + 1}"  # one event or line, cut
     if decoded[first_end:].strip():
         # More than one value: JSON Lines (one object per line).
         if not isinstance(first, dict):
             raise MalformedLogFile(name, "extra data after the first JSON value (not JSON Lines of objects)")
-        yield from _iter_json_lines(text, name, start)
-        return
+        return (yield from _iter_json_lines(text, name, start))
     if isinstance(first, list):
         for index, value in enumerate(first):
             yield _check_record(value, name, f"element {index}")
-        return
+        return None
     if not isinstance(first, dict):
         raise MalformedLogFile(name, f"a JSON {type(first).__name__}, not records")
     if "Records" in first:
@@ -221,11 +331,49 @@ def iter_records(data: bytes, name: str) -> Iterator[dict[str, Any]]:
             raise MalformedLogFile(name, "Records is not a list")
         for index, value in enumerate(records):
             yield _check_record(value, name, f"Records[{index}]")
-        return
+        return None
     if {"eventName", "eventID", "eventTime", "eventname", "eventid"} & first.keys():
         yield canonical_record(first)
-        return
+        return None
     raise MalformedLogFile(name, "no Records (neither a trail file, a list of events nor an event)")
+
+
+def iter_records(
+    data: bytes, name: str, *, on_problem: ProblemHandler | None = None
+) -> Iterator[dict[str, Any]]:
+    """Yield the CloudTrail records of one file's bytes (gzip or not; trail file, JSON array, JSON Lines or one
+    event). Raises :class:`MalformedLogFile` (possibly after yielding the good lines of a JSON Lines file).
+
+    A truncated file (gzip cut short, text ending mid-record) yields every complete record before the cut, then
+    reports a :class:`TruncatedLogFile` ("truncated gzip (...): N records recovered, the rest is lost"): passed to
+    `on_problem` when given (the iteration then ends normally), raised otherwise, so a caller that wants the
+    whole file or nothing still gets the error."""
+    text, gzip_cut = _decompress(data, name)
+    count = 0
+    if gzip_cut and not text.strip():
+        cut = None
+    else:
+        parsed = _parse(text, name)
+        while True:
+            try:
+                record = next(parsed)
+            except StopIteration as stop:
+                cut = stop.value
+                break
+            count += 1
+            yield record
+    if not gzip_cut and cut is None:
+        return
+    outcome = f"{count} record{'' if count == 1 else 's'} recovered, the rest is lost"
+    if gzip_cut:
+        problem = TruncatedLogFile(
+            name, f"truncated gzip (the compressed data ends at byte {len(data)}): {outcome}", count, "gzip"
+        )
+    else:
+        problem = TruncatedLogFile(name, f"truncated JSON ({cut}): {outcome}", count, "text")
+    if on_problem is None:
+        raise problem
+    on_problem(problem)
 
 
 def _log_skip(path: Path, reason: str) -> None:
@@ -233,17 +381,21 @@ def _log_skip(path: Path, reason: str) -> None:
 
 
 def iter_records_from_path(
-    path: Path, *, on_skip: Callable[[Path, str], None] | None = None
+    path: Path,
+    *,
+    on_skip: Callable[[Path, str], None] | None = None,
+    on_problem: ProblemHandler | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Records of a file, or of every file under a folder (recursively, in sorted order).
 
     A file named explicitly is always read. In a folder, files whose names do not look like event files
     (README.md, LICENSE) are reported through `on_skip` (default: a logged warning), never skipped silently;
-    hidden files (`.DS_Store`) are ignored. A malformed file raises :class:`MalformedLogFile`.
+    hidden files (`.DS_Store`) are ignored. A malformed file raises :class:`MalformedLogFile`; a truncated one
+    yields what it holds and then goes to `on_problem` (or raises, without one), as in :func:`iter_records`.
     """
     path = Path(path)
     if path.is_file():
-        yield from iter_records(path.read_bytes(), str(path))
+        yield from iter_records(path.read_bytes(), str(path), on_problem=on_problem)
         return
     if not path.is_dir():
         raise FileNotFoundError(path)
@@ -255,4 +407,4 @@ def iter_records_from_path(
         if not file.name.lower().endswith(READABLE_SUFFIXES):
             report(file, "name does not end with " + "/".join(READABLE_SUFFIXES))
             continue
-        yield from iter_records(file.read_bytes(), str(file))
+        yield from iter_records(file.read_bytes(), str(file), on_problem=on_problem)
