@@ -40,6 +40,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from elevation.audit.exposure import EXPOSURE_CALLS, EXPOSURE_RULES, SUPERSEDED_RULE_IDS, assess
 from elevation.audit.rules import (
     SEVERITIES,
     SEVERITY_RANK,
@@ -1086,29 +1087,87 @@ def _event_time(value: Any) -> datetime:
 
 
 class RuleSet:
-    """Compiled rules plus the ones that could not be loaded. Treat `rules` as read-only once evaluating."""
+    """Compiled rules plus the ones that could not be loaded. Treat `rules` as read-only once evaluating.
+
+    With `exposure` on, every evaluation also rates who the session's writes let in (:mod:`elevation.audit.exposure`:
+    public, outside the organization, another account when the organization is not known, inside it) as findings
+    of the exposure pseudo-rules, and drops the findings of the pack rules it supersedes on the events it judged.
+    `organization_accounts` (the organization's account ids) makes it organization-aware; :meth:`with_organization`
+    returns a copy that knows them. :func:`load_rules` turns exposure on with the pack.
+    """
 
     def __init__(
         self,
         rules: Iterable[CompiledRule] = (),
         unsupported: Iterable[UnsupportedRule] = (),
         skipped: Iterable[UnsupportedRule] = (),
+        *,
+        exposure: bool = False,
+        organization_accounts: Iterable[str] | None = None,
+        exposure_disabled: Iterable[str] = (),
     ) -> None:
         self.rules: list[CompiledRule] = list(rules)
         self.unsupported: list[UnsupportedRule] = list(unsupported)
         #: Rules not meant for CloudTrail (other log sources) and duplicates: not loaded, not an error.
         self.skipped: list[UnsupportedRule] = list(skipped)
+        self.exposure = exposure
+        self.organization_accounts: frozenset[str] | None = (
+            None if organization_accounts is None else frozenset(str(item) for item in organization_accounts)
+        )
+        #: Exposure pseudo-rules switched off (by id or title): their verdicts give no finding and supersede nothing.
+        self.exposure_disabled: frozenset[str] = frozenset(exposure_disabled)
         self._plan_cache: _Plan | None = None
 
     def __repr__(self) -> str:
-        return f"RuleSet({len(self.rules)} rules, {len(self.unsupported)} unsupported, {len(self.skipped)} skipped)"
+        exposure = ""
+        if self.exposure:
+            known = "unknown" if self.organization_accounts is None else f"{len(self.organization_accounts)} accounts"
+            exposure = f", exposure (organization: {known})"
+        return (
+            f"RuleSet({len(self.rules)} rules, {len(self.unsupported)} unsupported, {len(self.skipped)} skipped"
+            f"{exposure})"
+        )
+
+    def with_organization(self, accounts: Iterable[str]) -> RuleSet:
+        """A copy of this rule set (same rules) with organization-aware exposure: `accounts` are the organization's
+        account ids."""
+        return RuleSet(
+            self.rules,
+            self.unsupported,
+            self.skipped,
+            exposure=True,
+            organization_accounts=accounts,
+            exposure_disabled=self.exposure_disabled,
+        )
+
+    @property
+    def exposure_rules(self) -> tuple[CompiledRule, ...]:
+        """The exposure pseudo-rules this rule set reports (none when exposure is off)."""
+        if not self.exposure:
+            return ()
+        return tuple(
+            rule
+            for rule in EXPOSURE_RULES.values()
+            if rule.rule_id not in self.exposure_disabled and rule.title not in self.exposure_disabled
+        )
 
     def rule(self, rule_id: str) -> CompiledRule | None:
-        """The rule with this id (its metadata for a report card), the exposure pseudo-rules included; None if unknown."""
+        """The rule with this id (its metadata for a report card), the exposure pseudo-rules included (whether or not
+        this rule set evaluates them: findings may come from elsewhere); None if unknown."""
         for rule in self.rules:
             if rule.rule_id == rule_id:
                 return rule
-        return None
+        return EXPOSURE_RULES.get(rule_id)
+
+    def _exposure_of(self, event: Any) -> CompiledRule | None:
+        """The exposure pseudo-rule that rates this event, or None (exposure off, no verdict, verdict disabled)."""
+        verdict = assess(event, self.organization_accounts)
+        if verdict is None:
+            return None
+        rule = verdict.rule
+        if rule.rule_id in self.exposure_disabled or rule.title in self.exposure_disabled:
+            return None
+        return rule
 
     def _plan(self) -> _Plan:
         if self._plan_cache is None or self._plan_cache.rules != tuple(self.rules):
@@ -1122,11 +1181,17 @@ class RuleSet:
         plan = self._plan()
         found: list[tuple[tuple[Any, ...], int, Finding]] = []
         for position, record in enumerate(records):
+            exposure = self._exposure_of(record) if self.exposure else None
             for index in plan.candidates(record):
                 rule = plan.rules[index]
+                if exposure is not None and rule.rule_id in SUPERSEDED_RULE_IDS:
+                    continue
                 if rule.predicate.evaluate(record):
                     finding = self._finding_from_record(record, rule, session_id)
                     found.append((finding_sort_key(finding), position, finding))
+            if exposure is not None:
+                finding = self._finding_from_record(record, exposure, session_id)
+                found.append((finding_sort_key(finding), position, finding))
         found.sort(
             key=lambda item: item[:2]
         )  # input order breaks ties (event ids repeat in hand-made fixtures)
@@ -1169,7 +1234,7 @@ class RuleSet:
         if missing:
             raise ValueError(f"not an events table: missing column(s) {', '.join(missing)}")
         plan = self._plan()
-        if table.num_rows == 0 or not plan.rules:
+        if table.num_rows == 0 or not (plan.rules or self.exposure):
             return FINDINGS_SCHEMA.empty_table()
         source = _Source(table, plan.call_verdicts)
         whole = _Frame(source, None)
@@ -1208,7 +1273,46 @@ class RuleSet:
                     elif residual is not False:
                         pending.append((index, residual, residual_rows))
         certain.extend(_decide(source, pending))
-        return _findings_table(source, plan.rules, certain)
+        rules: Sequence[CompiledRule] = plan.rules
+        if self.exposure:
+            certain, rules = self._with_exposure(source, whole, plan, certain)
+        return _findings_table(source, rules, certain)
+
+    def _with_exposure(
+        self, source: _Source, whole: _Frame, plan: _Plan, certain: list[tuple[pa.Array, int]]
+    ) -> tuple[list[tuple[pa.Array, int]], Sequence[CompiledRule]]:
+        """The matches plus the exposure verdicts (their pseudo-rules appended to the rules), minus the superseded
+        rules' matches on the events judged. Only rows of the calls the exposure check knows are read, as events."""
+        if "eventName" not in source.column_names:
+            return certain, plan.rules
+        indices, names = whole.encoded("eventName")
+        lookup = [isinstance(name, str) and normalize_event_name(name) in EXPOSURE_CALLS for name in names]
+        if not any(lookup):
+            return certain, plan.rules
+        rows = pc.indices_nonzero(pc.take(pa.array([*lookup, False], pa.bool_()), indices))
+        if not len(rows):
+            return certain, plan.rules
+        rows = rows.cast(pa.int64())
+        columns = _Columns(source, rows)
+        pseudo = list(EXPOSURE_RULES.values())
+        by_rule: dict[int, list[int]] = {}
+        for position, row in enumerate(rows.to_pylist()):
+            rule = self._exposure_of(RowView(columns, position))
+            if rule is not None:
+                by_rule.setdefault(pseudo.index(rule), []).append(row)
+        if not by_rule:
+            return certain, plan.rules
+        judged = pa.array(sorted(row for group in by_rule.values() for row in group), pa.int64())
+        kept: list[tuple[pa.Array, int]] = []
+        for matched, index in certain:
+            if plan.rules[index].rule_id in SUPERSEDED_RULE_IDS:
+                matched = pc.filter(matched, pc.invert(pc.is_in(matched.cast(pa.int64()), value_set=judged)))
+                if not len(matched):
+                    continue
+            kept.append((matched, index))
+        offset = len(plan.rules)
+        kept.extend((pa.array(group, pa.int64()), offset + number) for number, group in by_rule.items())
+        return kept, (*plan.rules, *pseudo)
 
 
 def _rule_rows(whole: _Frame, plan: _Plan) -> list[tuple[pa.Array, list[int]]]:
@@ -1474,7 +1578,12 @@ def pack_folder() -> Path:
     return Path(str(importlib_resources.files("elevation.audit") / "rulepack"))
 
 
-def _ruleset(result: LoadResult) -> RuleSet:
+def _ruleset(
+    result: LoadResult,
+    exposure: bool = False,
+    organization_accounts: Iterable[str] | None = None,
+    exposure_disabled: Iterable[str] = (),
+) -> RuleSet:
     """Drop duplicate rule ids (the same SigmaHQ rule copied into two folders must not report twice)."""
     seen: dict[str, CompiledRule] = {}
     skipped = list(result.skipped)
@@ -1489,13 +1598,26 @@ def _ruleset(result: LoadResult) -> RuleSet:
             )
             continue
         seen[rule.rule_id] = rule
-    return RuleSet(seen.values(), result.unsupported, skipped)
+    return RuleSet(
+        seen.values(),
+        result.unsupported,
+        skipped,
+        exposure=exposure,
+        organization_accounts=organization_accounts,
+        exposure_disabled=exposure_disabled,
+    )
 
 
 def load_rules(
-    extra_folders: Sequence[Path] = (), include_pack: bool = True, disabled: Iterable[str] = ()
+    extra_folders: Sequence[Path] = (),
+    include_pack: bool = True,
+    disabled: Iterable[str] = (),
+    organization_accounts: Iterable[str] | None = None,
+    exposure: bool | None = None,
 ) -> RuleSet:
-    """The pack plus configured folders. `disabled` lists rule ids (or titles) a team has switched off."""
+    """The pack plus configured folders. `disabled` lists rule ids (or titles) a team has switched off (exposure
+    pseudo-rules included). Exposure (see :class:`RuleSet`) is on with the pack unless `exposure` says otherwise;
+    `organization_accounts` (the organization's account ids) makes it organization-aware."""
     result = LoadResult()
     folders = ([pack_folder()] if include_pack else []) + [Path(folder) for folder in extra_folders]
     for folder in folders:
@@ -1506,6 +1628,8 @@ def load_rules(
         elif folder != pack_folder():
             raise FileNotFoundError(f"rule folder not found: {folder}")
     off = set(disabled)
+    if exposure is None:
+        exposure = include_pack
     if off:
         kept = [rule for rule in result.rules if rule.rule_id not in off and rule.title not in off]
         result.skipped.extend(
@@ -1514,7 +1638,10 @@ def load_rules(
             if rule not in kept
         )
         result.rules = kept
-    return _ruleset(result)
+    exposure_off = {
+        rule.rule_id for rule in EXPOSURE_RULES.values() if rule.rule_id in off or rule.title in off
+    }
+    return _ruleset(result, exposure, organization_accounts, exposure_off)
 
 
 def load_rules_from_yaml(text: str) -> RuleSet:
