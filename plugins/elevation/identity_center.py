@@ -293,6 +293,14 @@ class IdentityCenter:
                 return principal_id
             raise
 
+    def organization_accounts(self) -> dict[str, str]:
+        """Account id -> name of every account of the organization: who is inside (the exposure rules) and what
+        the reports call them."""
+        return {
+            str(item["Id"]): str(item.get("Name") or item["Id"])
+            for item in self._pages("ListAccounts", self.clients.organizations, "Accounts")
+        }
+
     def accounts_under(self, parent_id: str) -> list[str]:
         """Every account below an OU (or the root), at any depth."""
         accounts = [

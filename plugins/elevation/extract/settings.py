@@ -34,6 +34,9 @@ class ExtractSettings(BaseModel):
     max_wait: Duration = timedelta(hours=1)
     # Nights.
     delivery_margin: Duration = timedelta(minutes=15)
+    #: Each night's run also adds to the nights within this lookback the events of theirs delivered late (found in
+    #: tonight's files; on CloudTrail Lake, by querying those nights again). 0 turns the re-check off.
+    late_delivery_lookback: Duration = timedelta(days=2)
     timezone: str = "UTC"
     output_location: str = "data/cloudtrail"
 
@@ -68,7 +71,7 @@ class ExtractSettings(BaseModel):
             raise ValueError(f"unknown time zone {value!r}") from error
         return value
 
-    @field_validator("poll_interval", "max_wait", "delivery_margin")
+    @field_validator("poll_interval", "max_wait", "delivery_margin", "late_delivery_lookback")
     @classmethod
     def _positive(cls, value: timedelta) -> timedelta:
         if value < timedelta(0):

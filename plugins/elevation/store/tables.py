@@ -123,6 +123,20 @@ audits = sa.Table(
     sa.Column("audited_at", UtcDateTime, nullable=False),
     sa.Column("finalized_at", UtcDateTime),
     sa.Column("announced_at", UtcDateTime),
+    sa.Column("final_events", sa.Integer),
+)
+
+findings_sent = sa.Table(
+    "elevation_finding",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("request_id", sa.Integer, sa.ForeignKey("elevation_request.id"), nullable=False),
+    sa.Column("night", sa.String(10), nullable=False),
+    sa.Column("rule_id", sa.Text, nullable=False),
+    sa.Column("event_id", sa.Text, nullable=False),
+    sa.Column("severity", sa.String(16), nullable=False),
+    sa.Column("written_at", UtcDateTime, nullable=False),
+    sa.Index("elevation_finding_night", "night"),
 )
 
 drift = sa.Table(
