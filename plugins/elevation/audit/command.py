@@ -19,7 +19,7 @@ from typing import Any, TextIO
 
 import pyarrow as pa
 
-from elevation.audit.engine import Finding, RuleSet, load_rules, read_events
+from elevation.audit.engine import Finding, RuleSet, finding_sort_key, load_rules, read_events
 from elevation.cloudtrail.records import READABLE_SUFFIXES, MalformedLogFile, iter_records_from_path
 from elevation.cloudtrail.schema import row_to_record
 
@@ -123,6 +123,7 @@ def run(
 
     all_findings: list[Finding] = []
     all_records: list[dict[str, Any]] = []
+    read: list[str] = []
     for path in inputs.files:
         try:
             findings, events = findings_of_file(rules, path)
@@ -135,11 +136,12 @@ def run(
             line["file"] = str(path)
             stdout.write(json.dumps(line, ensure_ascii=False, sort_keys=True) + "\n")
         all_findings.extend(findings)
+        read.append(str(path))
         if html_dir is not None:
             all_records.extend(_records_of(events))
     stdout.flush()
     if html_dir is not None:
-        report = write_adhoc_report(all_records, all_findings, html_dir)
+        report = write_adhoc_report(all_records, all_findings, html_dir, rules=rules, files=read)
         print(f"report: {report}", file=stderr)
     print(
         f"{len(all_findings)} finding(s) in {len(inputs.files)} file(s) with {len(rules.rules)} rules",
@@ -148,14 +150,32 @@ def run(
     return status
 
 
-def write_adhoc_report(records: list[dict[str, Any]], findings: list[Finding], html_dir: Path) -> Path:
-    """One report for everything read (no session facts: this is not a pipeline session)."""
+def write_adhoc_report(
+    records: list[dict[str, Any]],
+    findings: list[Finding],
+    html_dir: Path,
+    *,
+    rules: RuleSet | None = None,
+    files: Sequence[str] = (),
+) -> Path:
+    """One report for everything read, through the session report's view (no session facts: this is not a
+    pipeline session; no night): its title says what was audited (files, time span of the events, accounts), the
+    findings are in time order with their rule's text and acting identity, failed calls grouped as attempts."""
     from elevation.audit.facts import SessionFacts
     from elevation.audit.report import render_session_report
 
     now = datetime.now(UTC)
     session = SessionFacts(session_id=f"adhoc-{now:%Y%m%dT%H%M%SZ}", requester="ad-hoc audit (audit-events)")
-    return render_session_report(session, records, findings, html_dir, generated_at=now)
+    by_id = {rule.rule_id: rule for rule in rules.rules} if rules is not None else None
+    return render_session_report(
+        session,
+        records,
+        sorted(findings, key=finding_sort_key),
+        html_dir,
+        generated_at=now,
+        rules=by_id,
+        files=list(files),
+    )
 
 
 def _handle(args: argparse.Namespace) -> int:
