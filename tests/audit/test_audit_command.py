@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import html
 import io
 import json
+import re
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,7 @@ from conftest import generated_records
 from elevation.audit.command import EXIT_OK, EXIT_UNREADABLE, register, run
 from elevation.cloudtrail.records import iter_records_from_path
 from elevation.cloudtrail.schema import EVENT_SCHEMA, record_to_row
+from elevation.devkit.trail_events import make_event, sso_identity
 
 
 def records() -> list[dict[str, Any]]:
@@ -166,3 +170,38 @@ def test_python_dash_m_entry_point(tmp_path: Path, stop_logging: Path) -> None:
     )
     assert failed.returncode == EXIT_UNREADABLE
     assert str(bad) in failed.stderr
+
+
+def test_html_report_says_what_was_audited_in_time_order_with_who_acted(tmp_path: Path) -> None:
+    """Two files read late-first: the report's title names the files, the span and the accounts; the cards are in
+    time order with the acting identity; failed calls are one attempt card; no night index to link to."""
+    identity = sso_identity("111122223333", "AdministratorAccess", "alice@example.com")
+    start = datetime(2024, 7, 31, 13, tzinfo=UTC)
+
+    def key_created(hour: int, user: str) -> dict[str, Any]:
+        return make_event(identity, "CreateAccessKey", "iam.amazonaws.com", start + timedelta(hours=hour),
+                          recipient_account="111122223333", event_id=f"key-{user}", request={"userName": user})  # fmt: skip
+
+    late, early = tmp_path / "a-late.json", tmp_path / "b-early.json"
+    late.write_text(json.dumps([key_created(2, "late-bot")]))
+    denied = [
+        make_event(identity, "DeleteBucket", "s3.amazonaws.com", start + timedelta(minutes=minute),
+                   recipient_account="444455556666", event_id=f"denied-{minute}", error_code="AccessDenied",
+                   request={"bucketName": "archive"})
+        for minute in range(3)
+    ]  # fmt: skip
+    early.write_text(json.dumps([key_created(1, "early-bot"), *denied]))
+    status, lines, _ = audit(late, early, html=tmp_path / "out")
+    assert status == EXIT_OK and lines[0]["eventID"] == "key-late-bot"  # stdout: file by file, as read
+    (report,) = (tmp_path / "out").glob("*.html")
+    page = html.unescape(report.read_text())
+    title = "Ad-hoc audit of 2 files: events from 2024-07-31 13:00:00 UTC to 2024-07-31 15:00:00 UTC in accounts 111122223333, 444455556666"
+    assert f"<title>{title}" in page and f"<h1>{title}</h1>" in page
+    assert str(late) in page and str(early) in page
+    assert page.index("key-early-bot") < page.index("key-late-bot")  # time order, not file order
+    assert page.count(f"{identity['arn']}</dd>") >= 3  # the acting identity on each card
+    assert page.count("Attempted: Database, bucket or file system deleted — 3 calls failed: AccessDenied") == 1
+    assert "Check whose key it is" in page  # the rule's next step
+    badges = dict(re.findall(r'<li class="badge-(\w+)"><b>(\d+)</b>', page))
+    assert badges["medium"] == str(2 + 3)  # two keys, three refused deletions one step below high
+    assert "Night index" not in page and 'href="index.html"' not in page
