@@ -38,6 +38,7 @@ from elevation.audit.report import (
 )
 from elevation.audit.suppressions import Suppression, split_suppressed
 from elevation.devkit.trail_events import make_event, role_identity, sso_identity
+from elevation.extract.manifest import missing_data_message
 from elevation.resources import data_path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -378,7 +379,7 @@ def test_failed_calls_are_one_attempt_card_rated_below_the_success(tmp_path: Pat
     high_at = page.index('<h3><span class="sev high">high</span> 1 finding<', findings_at)
     medium_at = page.index('<h3><span class="sev medium">medium</span> ', findings_at)
     assert high_at < page.index("delete-ok") < medium_at < page.index("Attempted: Database")
-    assert "Rated</dt><dd>medium" in attempt
+    assert "Rated</dt><dd>medium" in attempt and "the rule says high" in attempt
 
 
 def test_cards_say_what_the_rule_means_and_who_acted(tmp_path: Path, pack: Any) -> None:
@@ -434,13 +435,15 @@ def test_suppressed_findings_are_counted_and_listed(tmp_path: Path, pack: Any) -
 
 
 def test_missing_data_is_an_error_banner_never_a_clean_report(tmp_path: Path) -> None:
-    problem = DataProblem("missing", "no trail object under o-abc/AWSLogs/143434273843/2024/07/31",
-                          account_id=ACCOUNT, day="2024-07-31")  # fmt: skip
+    problem = DataProblem("missing", missing_data_message(ACCOUNT, date(2024, 7, 31)), account_id=ACCOUNT,
+                          day="2024-07-31", locator="s3://trail/o-abc/AWSLogs/143434273843/CloudTrail/")  # fmt: skip
     facts = review_session()
     report = render_session_report(facts, [], [], tmp_path, notes=SessionNotes(problems=(problem,)))
     page = html.unescape(report.read_text())
     assert "No CloudTrail data found for account 143434273843 on day 2024-07-31: check extract.s3_prefix / s3_org_id" in page
     assert '<p class="banner error">' in report.read_text()
+    assert page.lower().count("no cloudtrail data found") == 1  # the sentence once, not again as its detail
+    assert "s3://trail/o-abc/AWSLogs/143434273843/CloudTrail/" in page
     assert "No rule matched any event" not in page
     assert "incomplete" in page
     clean = html.unescape(render_session_report(facts, [], [], tmp_path / "clean").read_text())

@@ -226,6 +226,21 @@ def safe_url(url: str | None) -> str | None:
     return url if parts.scheme.lower() in ("http", "https") and parts.hostname else None
 
 
+def problem_banner(problem: DataProblem) -> dict[str, str | None]:
+    """The error banner of a data problem: for a day of an account without trail data, the sentence that says
+    where to look; the problem's own message below it when it says more, and the file or query it is about."""
+    message = problem.message or ""
+    if problem.account_id and problem.day:
+        headline = (
+            f"No CloudTrail data found for account {problem.account_id} on day {problem.day}: "
+            "check extract.s3_prefix / s3_org_id."
+        )
+        detail = None if message.lower().startswith("no cloudtrail data found") else message or None
+    else:
+        headline, detail = message or "CloudTrail data is missing.", None
+    return {"headline": headline, "detail": detail, "locator": problem.locator}
+
+
 def shorten(text: str | None, limit: int = 140) -> str | None:
     """Long free text cut for a table cell (the full text is in the report)."""
     if text is None or len(text) <= limit:
@@ -302,11 +317,15 @@ def build_timeline(
     if session.assignment_removed_at is not None and session.assignment_removed_at != session.ended_at:
         boundaries.append((session.assignment_removed_at, "removed"))
     boundaries.append((session.window_end, "window end"))
-    lines = [
-        {"x": x_of(moment), "label": label, "anchor": "end" if x_of(moment) > width * 0.8 else "start"}
-        for moment, label in boundaries
-        if moment is not None and start <= moment <= end
-    ]
+    lines: list[dict[str, Any]] = []
+    for moment, label in boundaries:
+        if moment is None or not start <= moment <= end:
+            continue
+        x = x_of(moment)
+        # Boundaries minutes apart on a day-long axis: their labels go one row lower instead of on top of each other.
+        row = lines[-1]["row"] + 1 if lines and x - lines[-1]["x"] < 60 and lines[-1]["row"] < 2 else 0
+        lines.append({"x": x, "label": label, "anchor": "end" if x > width * 0.8 else "start", "row": row,
+                      "y": 11 + 10 * row})  # fmt: skip
     labels = [
         {"x": left, "anchor": "start", "text": _fmt(start)},
         {"x": right, "anchor": "end", "text": _fmt(end)},
@@ -675,7 +694,7 @@ def build_session_view(
         services=_by_service(events),
         credentials=minted_credentials(table) if table is not None else [],
         missing=notes.missing_data,
-        warnings=tuple(problem for problem in notes.problems if problem.kind != "missing"),
+        warnings=tuple(problem for problem in notes.problems if not problem.is_error),
         notes=notes,
         adhoc=adhoc,
         facts=_session_facts(session, base_url),
@@ -698,6 +717,7 @@ def _environment() -> jinja2.Environment:
     environment.filters["dash"] = lambda value: "—" if value in (None, "") else value
     environment.filters["short_source"] = lambda value: (value or "").removesuffix(".amazonaws.com")
     environment.filters["safe_url"] = safe_url
+    environment.filters["banner"] = problem_banner
     return environment
 
 
@@ -806,8 +826,8 @@ def render_index(
             generated_at=generated_at or datetime.now(UTC),
             findings_file=findings_file,
             drift=drift,
-            missing=[problem for problem in problems if problem.kind == "missing"],
-            warnings=[problem for problem in problems if problem.kind != "missing"],
+            missing=[problem for problem in problems if problem.is_error],
+            warnings=[problem for problem in problems if not problem.is_error],
         )
     )
     return write_output(Path(output_dir), "index.html", html.encode("utf-8"))
