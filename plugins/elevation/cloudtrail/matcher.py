@@ -271,6 +271,42 @@ class SessionMatcher:
                 seen[window.session_id] = Match(window.session_id, window.via)
         return list(seen.values())
 
+    # -- screening many records at once (elevation.cloudtrail.records.screened_records) ---------------------------
+
+    @staticmethod
+    def principal_of_identity(identity: dict[str, Any]) -> Principal | None:
+        """The principal of a record with this userIdentity (see :func:`principal_of`)."""
+        return principal_of({"userIdentity": identity})
+
+    def may_match(self, principal: Principal | None) -> bool:
+        """Whether :meth:`match` could give a record of this principal a session, at some time: False means
+        certainly not (with what the matcher knows now), whatever the record's time and content."""
+        if principal is None:
+            return False
+        permission_set = permission_set_of_role(principal.role_name)
+        account = principal.account_id
+        if permission_set is None and principal.role_id in self._role_ids and not principal.role_name:
+            account, permission_set = self._role_ids[principal.role_id]
+        session = principal.session_name
+        direct = permission_set is not None and account is not None and session is not None
+        if direct and (account, permission_set, session.casefold()) in self._index:
+            return True
+        return self._derivable(principal)
+
+    def _derivable(self, principal: Principal) -> bool:
+        if principal.access_key_id and principal.access_key_id in self._by_key:
+            return True
+        return bool(principal.arn and principal.arn in self._by_arn)
+
+    def remember(self, principal: Principal | None, locator: str) -> None:
+        """What :meth:`match` does with a record that is no session's: note where its principal was seen."""
+        if principal is not None:
+            self._remember(principal, locator)
+
+    def knowledge(self) -> tuple[int, int]:
+        """Changes whenever the matcher learns something that can make :meth:`may_match` say yes to more."""
+        return len(self._role_ids), len(self.derived)
+
     # -- learning ---------------------------------------------------------------------------------------------
 
     def _depth_of(self, principal: Principal) -> int:

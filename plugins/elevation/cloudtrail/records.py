@@ -14,15 +14,18 @@ wrong (a corrupt gzip, invalid JSON in the middle) is not recovered: the file is
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import logging
+import os
 import re
 import zlib
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -408,3 +411,168 @@ def iter_records_from_path(
             report(file, "name does not end with " + "/".join(READABLE_SUFFIXES))
             continue
         yield from iter_records(file.read_bytes(), str(file), on_problem=on_problem)
+
+
+# -- the columnar path: decide "not a session's" without building a dict per record ----------------------------------
+
+#: Set to 0 to read every trail file through :func:`iter_records` (the benchmark's "before", and a way out).
+COLUMNAR_ENV = "ELEVATION_COLUMNAR_READS"
+#: userIdentity fields (and sessionContext.sessionIssuer fields) that say who acted: all the matcher reads.
+IDENTITY_FIELDS: tuple[str, ...] = ("type", "arn", "accountId", "accessKeyId", "principalId")
+ISSUER_FIELDS: tuple[str, ...] = ("type", "arn", "userName", "accountId", "principalId")
+_SEPARATOR = "\x1f"
+
+
+def columnar_enabled() -> bool:
+    return os.environ.get(COLUMNAR_ENV, "1") != "0"
+
+
+@functools.cache
+def _columns_schema() -> Any:
+    import pyarrow as pa
+
+    text = pa.string()
+    issuer = pa.struct([(name, text) for name in ISSUER_FIELDS])
+    identity = pa.struct(
+        [(name, text) for name in IDENTITY_FIELDS]
+        + [("sessionContext", pa.struct([("sessionIssuer", issuer)]))]
+    )
+    record = pa.struct(
+        [("eventID", text), ("eventTime", text), ("eventName", text), ("userIdentity", identity)]
+    )
+    return pa.schema([("Records", pa.list_(record))])
+
+
+@dataclass
+class TrailColumns:
+    """A trail file read natively (pyarrow.json, typed columns only): per record its event time and the index of
+    its identity among the file's distinct ones; the records themselves are parsed from `text` only if asked."""
+
+    text: bytes
+    count: int
+    times: Any  # pyarrow timestamp[us] array, one per record
+    codes: list[int]  # per record, its index in `identities`
+    identities: list[str]  # distinct identity keys (see :func:`identity_of_key`)
+    _records: list[Any] | None = None
+
+    def record(self, index: int) -> dict[str, Any]:
+        """The whole record, as :func:`iter_records` gives it (the file's JSON is parsed on first use)."""
+        if self._records is None:
+            self._records = json.loads(self.text)["Records"]
+        return self._records[index]
+
+
+def identity_of_key(key: str) -> dict[str, Any]:
+    """The userIdentity (the fields the matcher reads) behind an identity key of :class:`TrailColumns`."""
+    values = [value or None for value in key.split(_SEPARATOR)]
+    identity: dict[str, Any] = dict(zip(IDENTITY_FIELDS, values, strict=False))
+    identity["sessionContext"] = {
+        "sessionIssuer": dict(zip(ISSUER_FIELDS, values[len(IDENTITY_FIELDS) :], strict=True))
+    }
+    return identity
+
+
+def read_trail_columns(data: bytes) -> TrailColumns | None:
+    """Read a trail file (`{"Records": [...]}` on one line, gzip or not) natively, or None when this path cannot
+    vouch for giving what :func:`iter_records` gives (anything unusual: truncated or corrupt gzip, several gzip
+    members, a BOM, a pretty-printed file, a field of an unexpected type, a record without eventID, eventName or
+    an eventTime of CloudTrail's exact form): the caller then reads the file the ordinary way."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.json as pj
+
+    try:
+        if data.startswith(GZIP_MAGIC):
+            stream = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            text = stream.decompress(data)
+            if not stream.eof or stream.unused_data:
+                return None
+        else:
+            text = data
+        body = text.strip()
+        if not body.startswith(b"{") or b"\n" in body:
+            return None
+        table = pj.read_json(
+            pa.BufferReader(body),
+            read_options=pj.ReadOptions(use_threads=False, block_size=len(body) + 64),
+            parse_options=pj.ParseOptions(
+                explicit_schema=_columns_schema(), unexpected_field_behavior="ignore"
+            ),
+        )
+    except (zlib.error, pa.ArrowException, ValueError):
+        return None
+    if table.num_rows != 1:
+        return None
+    column = table.column("Records")
+    if column.null_count:
+        return None
+    records = column.combine_chunks().flatten()
+    count = len(records)
+    if count == 0:
+        return TrailColumns(text, 0, pa.array([], pa.timestamp("us")), [], [])
+    event_id, event_time, event_name = (records.field(name) for name in ("eventID", "eventTime", "eventName"))
+    if records.null_count or event_id.null_count or event_name.null_count or event_time.null_count:
+        return None
+    if pc.any(pc.equal(pc.utf8_length(event_id), 0)).as_py():
+        return None
+    times = pc.strptime(event_time, format="%Y-%m-%dT%H:%M:%SZ", unit="us", error_is_null=True)
+    if times.null_count or not pc.all(pc.equal(pc.utf8_length(event_time), 20)).as_py():
+        return None
+    identity = records.field("userIdentity")
+    issuer = pc.struct_field(identity, ["sessionContext", "sessionIssuer"])
+    parts = [pc.struct_field(identity, [name]) for name in IDENTITY_FIELDS]
+    parts += [pc.struct_field(issuer, [name]) for name in ISSUER_FIELDS]
+    keys = pc.binary_join_element_wise(*[pc.fill_null(part, "") for part in parts], _SEPARATOR)
+    encoded = pc.dictionary_encode(keys)
+    return TrailColumns(text, count, times, encoded.indices.to_pylist(), encoded.dictionary.to_pylist())
+
+
+class RecordScreen(Protocol):
+    """What :func:`screened_records` asks of a matcher (see SessionMatcher): whether a principal may be a
+    session's, to remember where a principal that is not was seen, and a value that changes when it learns."""
+
+    def principal_of_identity(self, identity: dict[str, Any]) -> Any: ...
+
+    def may_match(self, principal: Any) -> bool: ...
+
+    def remember(self, principal: Any, locator: str) -> None: ...
+
+    def knowledge(self) -> Any: ...
+
+
+def screened_records(
+    columns: TrailColumns, screen: RecordScreen, locator: str, start: datetime, end: datetime
+) -> Iterator[dict[str, Any]]:
+    """The records of [start, end] whose principal may be a session's, in file order, as dicts; every other
+    record of the span is only remembered (`screen.remember`, once per distinct principal between two yielded
+    records), exactly as the matcher would have on seeing it. The decisions are taken again after each record
+    yielded if the matcher learnt from it (an AssumeRole's credentials, a role id)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not columns.count:
+        return
+    low = pa.scalar(start.astimezone(UTC).replace(tzinfo=None), pa.timestamp("us"))
+    high = pa.scalar(end.astimezone(UTC).replace(tzinfo=None), pa.timestamp("us"))
+    in_span = pc.and_(pc.greater_equal(columns.times, low), pc.less_equal(columns.times, high))
+    if not pc.any(in_span).as_py():
+        return
+    principals = [screen.principal_of_identity(identity_of_key(key)) for key in columns.identities]
+    known = screen.knowledge()
+    decisions = [screen.may_match(principal) for principal in principals]
+    waiting: set[int] = set()
+    for index, (inside, code) in enumerate(zip(in_span.to_pylist(), columns.codes, strict=True)):
+        if not inside:
+            continue
+        if not decisions[code]:
+            waiting.add(code)
+            continue
+        for other in waiting:
+            screen.remember(principals[other], locator)
+        waiting.clear()
+        yield columns.record(index)
+        if screen.knowledge() != known:
+            known = screen.knowledge()
+            decisions = [screen.may_match(principal) for principal in principals]
+    for other in waiting:
+        screen.remember(principals[other], locator)

@@ -24,8 +24,12 @@ from elevation.cloudtrail.records import (
     MalformedLogFile,
     SourceReport,
     SourceWarning,
+    TrailColumns,
     TruncatedLogFile,
+    columnar_enabled,
     iter_records,
+    read_trail_columns,
+    screened_records,
 )
 from elevation.cloudtrail.schema import parse_event_time
 from elevation.cloudtrail.sessions import ACCOUNT_ID, SessionIdentity
@@ -188,34 +192,54 @@ class S3TrailSource:
     def _fetch(self, key: str) -> bytes:
         return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
 
-    def _fetched(self, keys: Iterable[str]) -> Iterator[tuple[str, bytes | Exception]]:
-        """(key, bytes or the error) in key order, with up to `prefetch` GETs in flight."""
+    def _fetched(
+        self, keys: Iterable[str], columnar: bool = False
+    ) -> Iterator[tuple[str, bytes | Exception, TrailColumns | None]]:
+        """(key, bytes or the error, the file read natively or None) in key order, with up to `prefetch` GETs in
+        flight; with `columnar`, the reading threads also decompress and parse (both release the GIL)."""
+
+        def fetch(key: str) -> tuple[bytes, TrailColumns | None]:
+            data = self._fetch(key)
+            return data, (read_trail_columns(data) if columnar else None)
+
         with ThreadPoolExecutor(max_workers=self.prefetch, thread_name_prefix="trail-get") as pool:
-            window: deque[tuple[str, Future[bytes]]] = deque()
+            window: deque[tuple[str, Future[tuple[bytes, TrailColumns | None]]]] = deque()
             for key in keys:
-                window.append((key, pool.submit(self._fetch, key)))
+                window.append((key, pool.submit(fetch, key)))
                 if len(window) >= self.prefetch * 2:
                     yield self._result(*window.popleft())
             while window:
                 yield self._result(*window.popleft())
 
     @staticmethod
-    def _result(key: str, future: Future[bytes]) -> tuple[str, bytes | Exception]:
+    def _result(
+        key: str, future: Future[tuple[bytes, TrailColumns | None]]
+    ) -> tuple[str, bytes | Exception, TrailColumns | None]:
         try:
-            return key, future.result()
+            data, columns = future.result()
         except Exception as error:  # reported per object, the night goes on
-            return key, error
+            return key, error, None
+        return key, data, columns
 
     def _read_objects(
         self, keys: Iterable[str], start: datetime, end: datetime
     ) -> Iterator[tuple[dict, str]]:
-        for key, data in self._fetched(keys):
+        # A matcher set as `record_screen` (the extract does) lets ordinary trail files be read natively: only the
+        # records that may be a session's become dicts; any other file is read record by record (iter_records).
+        screen = getattr(self, "record_screen", None)
+        for key, data, columns in self._fetched(keys, columnar=screen is not None and columnar_enabled()):
             locator = f"s3://{self.bucket}/{key}"
             if isinstance(data, Exception):
                 self.report.warn(locator, f"could not read the object: {data}")
                 continue
             self.report.objects_read += 1
             self.report.bytes_read += len(data)
+            if columns is not None:
+                self.report.records_read += columns.count
+                first = self.keep_events_from or start
+                for record in screened_records(columns, screen, locator, first, end):
+                    yield record, locator
+                continue
             problems: list[TruncatedLogFile] = []
             try:
                 records = list(iter_records(data, locator, on_problem=problems.append))

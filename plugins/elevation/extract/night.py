@@ -133,16 +133,27 @@ def _matched_rows(
                 summary.events_per_session[match.session_id] += 1
                 yield row
 
-    yield from rows_of(source.records(sessions, *span))
-    # Late discoveries: credentials assumed by the sessions, and files read before what explained them.
-    for _ in range(max(1, follow_hops) + 1):
-        fresh = [c for c in matcher.derived if (c.session_id, c.event_id) not in handled]
-        handled.update((c.session_id, c.event_id) for c in fresh)
-        locators = matcher.locators_to_reread()
-        if not fresh and not locators:
-            break
-        summary.reread_passes += 1
-        yield from rows_of(source.records_for_credentials(fresh, locators, *span))
+    # The matcher screens the records of whole files natively where the source can (S3 trail files, see
+    # S3TrailSource._read_objects): only records that may be a session's reach match() as dicts.
+    import contextlib
+
+    previous_screen = getattr(source, "record_screen", None)
+    with contextlib.suppress(AttributeError):  # a source that takes no attributes reads record by record
+        source.record_screen = matcher  # type: ignore[attr-defined]
+    try:
+        yield from rows_of(source.records(sessions, *span))
+        # Late discoveries: credentials assumed by the sessions, and files read before what explained them.
+        for _ in range(max(1, follow_hops) + 1):
+            fresh = [c for c in matcher.derived if (c.session_id, c.event_id) not in handled]
+            handled.update((c.session_id, c.event_id) for c in fresh)
+            locators = matcher.locators_to_reread()
+            if not fresh and not locators:
+                break
+            summary.reread_passes += 1
+            yield from rows_of(source.records_for_credentials(fresh, locators, *span))
+    finally:
+        if getattr(source, "record_screen", None) is matcher:
+            source.record_screen = previous_screen  # type: ignore[attr-defined]
 
 
 def extract_night(
