@@ -10,6 +10,8 @@ from elevation.access.grants import run_grants
 from elevation.access.intake import run_intake
 from elevation.access.revocations import run_revocations
 from elevation.devkit.world import nightly_sections
+from elevation.extract.location import resolve_location
+from elevation.extract.manifest import NightManifest, write_manifest
 from elevation.nightly import run_audit
 from elevation.store.tables import audits
 
@@ -31,6 +33,11 @@ def test_a_night_audited_before_it_is_over_is_final_only_for_windows_closed_by_t
         run_intake(runtime)
         run_grants(runtime)
         run_revocations(runtime)
+
+    # The night was extracted (its manifest says so; its sessions did nothing): the audit judges states, not data.
+    filesystem, base = resolve_location(tmp_path / "cloudtrail")
+    write_manifest(filesystem, base, day, NightManifest(night=day.isoformat(), source="s3",
+                                                        listed_at=at(24, 20).isoformat(), read_start="", read_end=""))
 
     def audited(clock: datetime) -> dict[str, str]:
         summary = run_audit(make_runtime(as_of=clock, clock=lambda: clock), day)

@@ -204,32 +204,54 @@ def extract(plan: dict[str, Any], finished: dict[str, Any], context: dict[str, A
         ", ".join(f"session {key}: {value}" for key, value in summary.events_per_session.items()) or "none",
         summary.objects_read, summary.bytes_scanned, len(summary.warnings),
     )
+    for earlier, gained in sorted(summary.late_events.items()):
+        log.warning("night %s gained events delivered late: %s", earlier,
+                    ", ".join(f"session {key}: {value}" for key, value in sorted(gained.items())))
+    for problem in summary.problems:
+        if problem.is_error:
+            log.error("%s", problem.message)
     outlet_events = context.get("outlet_events")
     if outlet_events is not None:
-        outlet_events[asset].extra = {"night": plan["night"], "events": summary.events_written}
+        # The audit re-audits the earlier nights that gained late events along with this one.
+        outlet_events[asset].extra = {"night": plan["night"], "events": summary.events_written,
+                                      "late_nights": sorted(summary.late_events)}
     result = summary.to_dict()
     return {key: result[key] for key in ("night", "sessions", "events_per_session", "events_written",
-                                         "bytes_scanned", "objects_read", "files_written", "warnings")}
+                                         "bytes_scanned", "objects_read", "files_written", "warnings",
+                                         "problems", "late_events")}
 
 
 def audit(params: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
     """Audit the night the extract announced (or the one given, or yesterday): reports, index, findings file."""
     from dataclasses import asdict
+    from datetime import date
 
-    from elevation.nightly import night_to_process, run_audit
+    from elevation.nightly import MissingCloudTrailData, night_to_process, run_audit
 
     runtime = runtime_for_run(context, "elevation_audit")
-    announced = [
-        event.extra.get("night")
+    extras = [
+        event.extra
         for events in (context.get("triggering_asset_events") or {}).values()
         for event in events
         if getattr(event, "extra", None)
     ]
     night = night_to_process(runtime.as_of, runtime.config.extract.timezone,
-                             params.get("night") or (announced[-1] if announced else None))
-    summary = run_audit(runtime, night)
-    log.info("night %s: %d sessions audited, %d findings; index: %s", night, len(summary.sessions),
-             summary.findings, summary.index)
-    for rule in summary.unsupported_rules:
-        log.warning("rule not loaded: %s", rule)
-    return asdict(summary)
+                             params.get("night") or (extras[-1].get("night") if extras else None))
+    # Earlier nights that gained late events first (their sessions' reports say so), then the announced night.
+    late = sorted({date.fromisoformat(day) for extra in extras for day in extra.get("late_nights") or ()} - {night})
+    results, blind = {}, []
+    for day in [*late, night]:
+        try:
+            summary = run_audit(runtime, day)
+        except MissingCloudTrailData as error:  # every night is still audited and written before failing
+            blind.append(str(error))
+            continue
+        log.info("night %s: %d sessions audited, %d findings (%d written to the findings file); index: %s", day,
+                 len(summary.sessions), summary.findings, summary.findings_written, summary.index)
+        for rule in summary.unsupported_rules:
+            log.warning("rule not loaded: %s", rule)
+        results[day.isoformat()] = asdict(summary)
+    if blind:
+        raise MissingCloudTrailData(" | ".join(blind))
+    tonight = results.pop(night.isoformat())
+    return {**tonight, "late_nights": results}

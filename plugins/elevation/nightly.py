@@ -12,8 +12,8 @@ import json
 import logging
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from elevation.cloudtrail.sessions import SessionIdentity
 from elevation.extract.night import ExtractSummary
 from elevation.runtime import Runtime
 from elevation.store import queue
-from elevation.store.tables import audits, requests, sessions
+from elevation.store.tables import audits, findings_sent, requests, sessions
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +43,9 @@ def night_to_process(as_of: datetime, timezone: str, override: str | None = None
 def _session_rows(conn: sa.Connection) -> list[sa.RowMapping]:
     query = (
         sa.select(sessions, requests.c.requester, requests.c.approver, requests.c.decided_by,
-                  requests.c.justification, requests.c.ticket, requests.c.end_at, requests.c.ended_at,
-                  requests.c.status)
+                  requests.c.justification, requests.c.ticket, requests.c.start_at, requests.c.end_at,
+                  requests.c.ended_at, requests.c.status, requests.c.revoke_requested_at,
+                  requests.c.revoke_requested_by)
         .join(requests, requests.c.id == sessions.c.request_id)
         .where(sessions.c.granted_at.is_not(None))
         .order_by(sessions.c.request_id)
@@ -147,27 +148,63 @@ def run_extract(
         assert settings.s3_bucket is not None
         source = S3TrailSource(client, settings.s3_bucket, prefix=settings.s3_prefix, org_id=settings.s3_org_id,
                                regions=settings.regions, extra_accounts=settings.extra_accounts)
-    output, filesystem = _output(settings.output_location)
-    summary = extract_night(session_identities(runtime, end), source, start, end, output, timezone=settings.timezone,
-                            delivery_margin=settings.delivery_margin, filesystem=filesystem)
+    filesystem, base = _output(settings.output_location)
+    identities = session_identities(runtime, end)
+    summary = extract_night(identities, source, start, end, base, timezone=settings.timezone,
+                            delivery_margin=settings.delivery_margin, filesystem=filesystem, now=runtime.now(),
+                            late_lookback=settings.late_delivery_lookback)
+    if settings.source == "lake":
+        summary.late_events = _requery_lake(runtime, night, filesystem, base)
     for warning in summary.warnings:
         log.warning("skipped: %s", warning)
     with runtime.engine.begin() as conn:
         queue.record_event(conn, at=runtime.now(), kind="extract", actor=runtime.actor,
                            detail={"night": night.isoformat(), "events": summary.events_written,
                                    "sessions": summary.sessions, "bytes_scanned": summary.bytes_scanned,
-                                   "warnings": len(summary.warnings)})
+                                   "warnings": len(summary.warnings), "late_events": summary.late_events})
     return summary
 
 
-def _output(location: str) -> tuple[Any, Any]:
-    """(output, filesystem) for extract_night: S3 locations use the AWS connection of the trail bucket."""
-    if location.startswith("s3://"):
-        from elevation.extract.location import resolve_location
+def _requery_lake(runtime: Runtime, night: date, filesystem: Any, base: str) -> dict[str, dict[str, int]]:
+    """CloudTrail Lake has no delivery time to compare: the nights within the lookback are queried again (their
+    partitions only ever grow, see carried_over); {night: {session: events gained}} for those that gained."""
+    from elevation.cloudtrail.lake import LakeSource
+    from elevation.extract.manifest import read_manifest, write_manifest
+    from elevation.extract.night import extract_night
+    from elevation.extract.nights import night_window
 
+    settings = runtime.config.extract
+    gained: dict[str, dict[str, int]] = {}
+    for back in range(1, settings.late_delivery_lookback.days + 1):
+        earlier = night - timedelta(days=back)
+        before = read_manifest(filesystem, base, earlier)
+        if before is None:
+            continue
+        start, end = night_window(earlier, settings.timezone)
+        again = extract_night(session_identities(runtime, end), LakeSource(lake_client(runtime)), start, end, base,
+                              timezone=settings.timezone, delivery_margin=settings.delivery_margin,
+                              filesystem=filesystem, now=runtime.now())
+        more = {key: count - before.events_per_session.get(key, 0)
+                for key, count in again.events_per_session.items() if count > before.events_per_session.get(key, 0)}
+        if more:
+            after = read_manifest(filesystem, base, earlier)
+            assert after is not None  # extract_night just wrote it
+            for key, count in more.items():
+                after.late_events[key] = after.late_events.get(key, 0) + count
+            after.rewrites = before.rewrites + 1
+            write_manifest(filesystem, base, earlier, after)
+            gained[earlier.isoformat()] = more
+    return gained
+
+
+def _output(location: str) -> tuple[Any, str]:
+    """(filesystem, base path) of the extract's output: S3 locations use the AWS connection of the trail bucket."""
+    from elevation.extract.location import resolve_location
+
+    if location.startswith("s3://"):
         session, endpoint, region = _aws_session("aws_default")
-        return resolve_location(location, session=session, endpoint_url=endpoint, region_name=region)[::-1]
-    return location, None
+        return resolve_location(location, session=session, endpoint_url=endpoint, region_name=region)
+    return resolve_location(location)
 
 
 # --- audit --------------------------------------------------------------------------------------------------
@@ -179,38 +216,89 @@ class AuditSummary:
     index: str | None = None
     sessions: dict[str, dict[str, Any]] = field(default_factory=dict)  # session id -> counts, state, report
     findings: int = 0
+    findings_written: int = 0  # lines of this night's findings file (final sessions' findings, once each)
     unsupported_rules: list[str] = field(default_factory=list)
+    problems: list[dict[str, Any]] = field(default_factory=list)  # the night's data problems (DataProblem)
 
 
-def _events_of(location: str, session_ids: Sequence[str]) -> Any:
+class MissingCloudTrailData(RuntimeError):
+    """Sessions were audited against days of their accounts with no CloudTrail data at all, after the delivery
+    margin: the reports say so, and the run fails so that nobody takes the night for a clean one."""
+
+
+#: Sessions are audited in batches of about this many events (their count in the nights' manifests): the night is
+#: never held in memory at once, whatever its size; overlapping sessions of one assignment share a batch.
+AUDIT_BATCH_EVENTS = 200_000
+
+
+def _events_of(filesystem: Any, base: str, session_ids: Sequence[str]) -> Any:
     """All extracted events of these sessions, across every night's partition (a session can span nights)."""
     import pyarrow as pa
     import pyarrow.dataset as ds
+    from pyarrow import fs as pafs
 
     from elevation.cloudtrail.schema import EVENT_SCHEMA
 
-    root = Path(location)
-    if not root.exists() or not session_ids:
+    if not session_ids or filesystem.get_file_info(base).type == pafs.FileType.NotFound:
         return pa.Table.from_pylist([], schema=EVENT_SCHEMA)
-    dataset = ds.dataset(str(root), format="parquet", partitioning="hive", schema=EVENT_SCHEMA.append(
-        pa.field("date", pa.string())))
+    dataset = ds.dataset(base, filesystem=filesystem, format="parquet", partitioning="hive",
+                         schema=EVENT_SCHEMA.append(pa.field("date", pa.string())))
     table = dataset.to_table(filter=ds.field("session_id").isin(list(session_ids)))
     return table.drop_columns(["date"]).sort_by([("eventTime", "ascending")])
 
 
+def _batches(identities: Sequence[SessionIdentity], sizes: dict[str, int], groups: dict[str, str],
+             budget: int = AUDIT_BATCH_EVENTS) -> list[list[SessionIdentity]]:
+    """Sessions in batches of at most `budget` events (a bigger session alone), sessions of one group together."""
+    by_group: dict[str, list[SessionIdentity]] = {}
+    for identity in identities:
+        by_group.setdefault(groups.get(identity.session_id, identity.session_id), []).append(identity)
+    batches: list[list[SessionIdentity]] = []
+    current: list[SessionIdentity] = []
+    held = 0
+    for members in by_group.values():
+        size = sum(sizes.get(member.session_id, 1) for member in members)
+        if current and held + size > budget:
+            batches.append(current)
+            current, held = [], 0
+        current.extend(members)
+        held += size
+    if current:
+        batches.append(current)
+    return batches
+
+
+def _end_details(conn: sa.Connection, request_ids: Sequence[int]) -> dict[int, str]:
+    """The comment of each session's applied early end (revoke), for the report's "ended early by ... because"."""
+    from elevation.store.tables import actions
+
+    if not request_ids:
+        return {}
+    query = (sa.select(actions.c.request_id, actions.c.comment)
+             .where(actions.c.action == "revoke", actions.c.outcome == "applied",
+                    actions.c.request_id.in_(list(request_ids)))
+             .order_by(actions.c.id))
+    return {row.request_id: row.comment for row in conn.execute(query) if row.comment}
+
+
 def run_audit(runtime: Runtime, night: date) -> AuditSummary:
-    """Audit every session whose window overlaps the night; write its report, the night's index and findings."""
+    """Audit every session whose window overlaps the night: its report, the night's index and findings file.
+
+    Sessions are read and judged in batches (bounded memory). Each report shows the data problems of its account's
+    days (from the nights' manifests); a final report is re-rendered only when its events changed, and then says
+    how many arrived late. Findings go to the night's findings file once, when their session is final. When a
+    session's account had no CloudTrail data for a day of its window and the delivery margin has passed, the run
+    writes everything and then fails (:class:`MissingCloudTrailData`)."""
     import pyarrow.compute as pc
 
     from elevation.access.reconcile_report import drift_overview
     from elevation.audit import load_rules
-    from elevation.audit.facts import SessionFacts
-    from elevation.audit.report import (
-        render_index,
-        render_session_report,
-        session_summary,
-        write_findings_jsonl,
-    )
+    from elevation.audit.facts import SessionNotes
+    from elevation.audit.findings_file import FindingsFile, finding_line
+    from elevation.audit.overlap import actual_removals, shared_events
+    from elevation.audit.report import render_index, render_session_report, safe_name, session_summary
+    from elevation.audit.suppressions import split_suppressed
+    from elevation.extract.manifest import DataProblem, problems_touching, read_manifest
     from elevation.extract.nights import night_window, sessions_for_night
 
     extract, audit = runtime.config.extract, runtime.config.audit
@@ -218,62 +306,212 @@ def run_audit(runtime: Runtime, night: date) -> AuditSummary:
     now = runtime.now()  # the real clock: the logical time says nothing about which events have arrived
     with runtime.engine.connect() as conn:
         rows = {str(row["request_id"]): row for row in _session_rows(conn)}
+        ended_because = _end_details(conn, [int(key) for key in rows])
+        previous = {str(row.request_id): row for row in conn.execute(sa.select(audits))}
+        already_written = {row.key: row.night for row in conn.execute(sa.select(findings_sent.c.key,
+                                                                                 findings_sent.c.night))}
+    removals = actual_removals(rows.values())
     tonight = sessions_for_night([identity_of(row, end) for row in rows.values()], start, end)
-    rules = load_rules(audit.rule_folders, include_pack=audit.include_pack, disabled=audit.disabled_rules)
+    rules = load_rules(audit.rule_folders, include_pack=audit.include_pack, disabled=audit.disabled_rules,
+                       **_organization(runtime))
     summary = AuditSummary(night=night.isoformat(),
                            unsupported_rules=[f"{rule.path}: {rule.reason}" for rule in rules.unsupported])
-    events = _events_of(extract.output_location, [identity.session_id for identity in tonight])
+    filesystem, base = _output(extract.output_location)
+    # The manifests of every night the sessions' windows touch: their problems and event counts.
+    nights_touched = sorted({day for identity in tonight for day in _nights_of(identity, end, extract.timezone)})
+    manifests = {day: read_manifest(filesystem, base, day) for day in nights_touched}
+    all_problems = [problem for manifest in manifests.values() if manifest for problem in manifest.problems]
+    unextracted = []
+    for day in sorted(day for day, manifest in manifests.items() if manifest is None):
+        for account in sorted({identity.account_id for identity in tonight
+                               if day in _nights_of(identity, end, extract.timezone)}):
+            unextracted.append(DataProblem(
+                "missing", f"night {day} has not been extracted (no manifest under {extract.output_location}): "
+                f"no CloudTrail data of account {account} was read for it; run elevation_extract for that night",
+                account, None))
+    all_problems += unextracted
+    tonight_problems = [*(manifests[night].problems if manifests.get(night) else ()), *unextracted]
+    sizes: dict[str, int] = {}
+    for manifest in manifests.values():
+        for session_id, count in (manifest.events_per_session if manifest else {}).items():
+            sizes[session_id] = sizes.get(session_id, 0) + count
     publish_to = audit.reports_location if audit.reports_location.startswith("s3://") else None
     staging = tempfile.TemporaryDirectory(prefix="elevation-reports-") if publish_to else None
     reports = Path(staging.name) if staging else Path(audit.reports_location)
     night_dir, sessions_dir = reports / night.isoformat(), reports / "sessions"
-    base = audit.base_url.rstrip("/") if audit.base_url else None
-    entries, all_findings = [], []
+    base_url = audit.base_url.rstrip("/") if audit.base_url else None
+    entries = []
     names = _account_names(runtime, {identity.account_id for identity in tonight})
-    by_session: dict[str | None, list[Any]] = {}
-    for finding in rules.evaluate_table(events):  # one pass over the whole night, then split per session
-        by_session.setdefault(finding.session_id, []).append(finding)
-    for identity in tonight:
-        row = rows[identity.session_id]
-        window_end = identity.audit_window[1]
-        facts = SessionFacts(
-            session_id=identity.session_id,
-            requester=row["requester"],
-            principal=f"{row['principal_type'].lower()} {row['principal_name']}",
-            account_id=row["account_id"],
-            account_name=names.get(row["account_id"]),
-            permission_set=row["permission_set_name"],
-            approver=row["decided_by"],
-            justification=row["justification"],
-            ticket=row["ticket"],
-            granted_at=identity.granted_at,
-            ended_at=identity.ended_at,
-            window_end=window_end,
-            provisional=row["status"] in ("active", "ending")
-            or not audit_is_final(window_end, end, now, extract.delivery_margin),
-        )
-        table = events.filter(pc.equal(events["session_id"], identity.session_id))
-        findings = by_session.get(identity.session_id, [])
-        all_findings.extend(findings)
-        path = render_session_report(facts, table, findings, sessions_dir,
-                                     base_url=f"{base}/sessions" if base else None)
-        link = f"{base}/sessions/{path.name}" if base else f"../sessions/{path.name}"
-        entry = session_summary(facts, table, findings, link)
-        entries.append(entry)
-        where = f"{publish_to.rstrip('/')}/sessions/{path.name}" if publish_to else str(path)
-        _record_audit(runtime, identity.session_id, night, facts.provisional, entry, where)
-        summary.sessions[identity.session_id] = {
-            "state": "provisional" if facts.provisional else "final", "events": entry.counts.events,
-            "findings": dict(entry.findings_by_severity), "worst": entry.worst, "report": where,
-        }
-    findings_file = write_findings_jsonl(all_findings, night_dir, night.isoformat())
-    summary.index = str(render_index(entries, night_dir, night.isoformat(), findings_file=findings_file.name,
-                                     drift=drift_overview(runtime)))
-    summary.findings = len(all_findings)
+    groups = {identity.session_id: "|".join((identity.account_id, identity.permission_set_name,
+                                             *sorted(identity.user_names))) for identity in tonight}
+    with FindingsFile(night_dir, night.isoformat()) as findings_file:  # streamed, replaced when complete
+        for batch in _batches(tonight, sizes, groups):
+            events = _events_of(filesystem, base, [identity.session_id for identity in batch])
+            shared = shared_events(events)
+            by_session: dict[str | None, list[Any]] = {}
+            for finding in rules.evaluate_table(events):  # one pass over the batch, then split per session
+                by_session.setdefault(finding.session_id, []).append(finding)
+            for identity in batch:
+                facts = _session_facts(runtime, rows[identity.session_id], identity, removals, names, ended_because, end, now)
+                table = events.filter(pc.equal(events["session_id"], identity.session_id))
+                findings, suppressed = split_suppressed(by_session.get(identity.session_id, []), audit.suppressions,
+                                                        now.date())
+                before = previous.get(identity.session_id)
+                was_final = before is not None and before.state == "final"
+                late = table.num_rows - before.final_events if was_final and before.final_events is not None else 0
+                days = [day.isoformat() for day in _utc_days(identity, end)]
+                notes = SessionNotes(
+                    problems=problems_touching(all_problems, identity.account_id, days, identity.session_id),
+                    shared_events=shared.get(identity.session_id, {}),
+                    suppressed=tuple(suppressed),
+                    late_events=max(0, late),
+                    first_final_at=before.finalized_at if was_final else None,
+                )
+                name = f"{safe_name(identity.session_id)}.html"
+                link = f"{base_url}/sessions/{name}" if base_url else f"../sessions/{name}"
+                where = f"{publish_to.rstrip('/')}/sessions/{name}" if publish_to else str(sessions_dir / name)
+                entry = session_summary(facts, table, findings, link, notes=notes)
+                unchanged = was_final and not facts.provisional and late == 0 and (sessions_dir / name).exists()
+                if not unchanged:  # a final report changes only when new events arrived, and then says so
+                    render_session_report(facts, table, findings, sessions_dir, night=night.isoformat(), notes=notes,
+                                          rules=_rule_metadata(rules, findings, suppressed),
+                                          base_url=f"{base_url}/sessions" if base_url else None)
+                    _record_audit(runtime, identity.session_id, night, facts.provisional, entry, where, table.num_rows)
+                entries.append(entry)
+                summary.findings += len(findings)
+                if not facts.provisional:
+                    mine = [finding for finding in findings
+                            if already_written.get(finding.key, night.isoformat()) == night.isoformat()]
+                    for finding in mine:
+                        findings_file.write(finding_line(finding, facts, rules.rule(finding.rule_id), report_url=link,
+                                                         shared_with=notes.shared_events.get(finding.event_id, ())))
+                    _record_written(runtime, night, mine)
+                summary.sessions[identity.session_id] = {
+                    "state": "provisional" if facts.provisional else "final", "events": entry.counts.events,
+                    "findings": dict(entry.findings_by_severity), "worst": entry.worst, "report": where,
+                    "suppressed": len(suppressed), "late_events": notes.late_events,
+                    "missing_data": [problem.message for problem in notes.missing_data],
+                }
+            del events, by_session
+    summary.findings_written = findings_file.lines
+    summary.problems = [asdict(problem) for problem in tonight_problems]
+    summary.index = str(render_index(entries, night_dir, night.isoformat(), findings_file=findings_file.path.name,
+                                     drift=drift_overview(runtime), problems=tonight_problems))
     if publish_to and staging:
         with staging:
             summary.index = _publish(reports, publish_to, audit.reports_conn_id, night_dir)
+    blind = sorted({problem.message for identity in tonight for problem in problems_touching(
+        all_problems, identity.account_id, [day.isoformat() for day in _utc_days(identity, end)],
+        identity.session_id) if problem.is_error and _day_closed(problem.day, now, extract.delivery_margin)})
+    if blind:
+        raise MissingCloudTrailData(
+            f"night {night}: {len(blind)} day(s) of audited accounts have no CloudTrail data; the reports say so. "
+            + "; ".join(blind))
     return summary
+
+
+def _session_facts(runtime: Runtime, row: sa.RowMapping, identity: SessionIdentity,
+                   removals: dict[str, tuple[datetime | None, str | None]], names: dict[str, str],
+                   ended_because: dict[int, str], night_end: datetime, now: datetime) -> Any:
+    """What the session's report and findings lines say about it, from its queue rows."""
+    from elevation.audit.facts import SessionFacts
+
+    extract, audit = runtime.config.extract, runtime.config.audit
+    removed_at, kept = removals[identity.session_id]
+    window_end = identity.audit_window[1]
+    return SessionFacts(
+        session_id=identity.session_id,
+        requester=row["requester"],
+        principal=f"{row['principal_type'].lower()} {row['principal_name']}",
+        account_id=row["account_id"],
+        account_name=names.get(row["account_id"]),
+        permission_set=row["permission_set_name"],
+        approver=row["decided_by"],
+        justification=row["justification"],
+        ticket=row["ticket"],
+        granted_at=identity.granted_at,
+        ended_at=row["ended_at"] or identity.ended_at,
+        window_end=window_end,
+        provisional=row["status"] in ("active", "ending")
+        or not audit_is_final(window_end, night_end, now, extract.delivery_margin),
+        requested_start=row["start_at"],
+        requested_end=row["end_at"],
+        ended_by=row["revoke_requested_by"] if row["revoke_requested_at"] else None,
+        end_reason=ended_because.get(int(identity.session_id)),
+        assignment_removed_at=removed_at,
+        assignment_kept=kept,
+        ticket_url=ticket_link(audit.ticket_url_template, row["ticket"]),
+    )
+
+
+def ticket_link(template: str | None, ticket: str | None) -> str | None:
+    """The ticket as a link: `audit.ticket_url_template` with `{ticket}` (URL-quoted); only http(s) links."""
+    from urllib.parse import quote
+
+    from elevation.audit.report import safe_url
+
+    if not template or not ticket:
+        return None
+    return safe_url(template.replace("{ticket}", quote(ticket.strip(), safe="")))
+
+
+def _utc_days(identity: SessionIdentity, night_end: datetime) -> list[date]:
+    """The UTC days (trail folders) of a session's audit window, up to the end of the audited night."""
+    first, last = identity.audit_window
+    last = min(last, night_end - timedelta(microseconds=1))
+    days, day = [], first.astimezone(UTC).date()
+    while day <= last.astimezone(UTC).date():
+        days.append(day)
+        day += timedelta(days=1)
+    return days
+
+
+def _nights_of(identity: SessionIdentity, night_end: datetime, timezone: str) -> list[date]:
+    """The nights (local days) of a session's audit window, up to the end of the audited night."""
+    from elevation.extract.nights import night_of
+
+    first, last = identity.audit_window
+    last = min(last, night_end - timedelta(microseconds=1))
+    nights, night = [], night_of(first, timezone)
+    while night <= night_of(last, timezone):
+        nights.append(night)
+        night += timedelta(days=1)
+    return nights
+
+
+def _day_closed(day: str | None, now: datetime, margin: timedelta) -> bool:
+    """Whether a UTC day's deliveries are all in: its end plus the delivery margin has passed."""
+    if day is None:
+        return True
+    end = datetime.fromisoformat(day).replace(tzinfo=UTC) + timedelta(days=1)
+    return end + margin < now
+
+
+def _rule_metadata(rules: Any, findings: Sequence[Any], suppressed: Sequence[Any]) -> dict[str, Any]:
+    wanted = {finding.rule_id for finding in findings} | {finding.rule_id for finding, _ in suppressed}
+    return {rule_id: rule for rule_id in wanted if (rule := rules.rule(rule_id)) is not None}
+
+
+def _organization(runtime: Runtime) -> dict[str, Any]:
+    """The organization's accounts, for the exposure rules (a grant to an outside account is worse); nothing
+    when Organizations cannot be read (the rules then rate what they can without it)."""
+    accounts = _organization_accounts(runtime)
+    return {"organization_accounts": frozenset(accounts)} if accounts else {}
+
+
+def _record_written(runtime: Runtime, night: date, findings: Sequence[Any]) -> None:
+    """Remember which findings this night's file holds, so no later night writes them again."""
+    if not findings:
+        return
+    at = runtime.now()
+    with runtime.engine.begin() as conn:
+        known = {row.key for row in conn.execute(
+            sa.select(findings_sent.c.key).where(findings_sent.c.key.in_([f.key for f in findings])))}
+        fresh = [{"key": f.key, "request_id": int(f.session_id), "night": night.isoformat(), "rule_id": f.rule_id,
+                  "event_id": f.event_id, "severity": f.severity, "written_at": at}
+                 for f in {f.key: f for f in findings}.values() if f.key not in known]
+        if fresh:
+            conn.execute(sa.insert(findings_sent), fresh)
 
 
 def _publish(folder: Path, location: str, conn_id: str, night_dir: Path) -> str:
@@ -295,22 +533,27 @@ def _publish(folder: Path, location: str, conn_id: str, night_dir: Path) -> str:
     return f"{location.rstrip('/')}/{night_dir.relative_to(folder).as_posix()}/index.html"
 
 
-def _account_names(runtime: Runtime, accounts: set[str]) -> dict[str, str]:
-    """Account names for the reports, from Organizations; a report without them is still a report."""
+def _organization_accounts(runtime: Runtime) -> dict[str, str]:
+    """Account id -> name of every account of the organization (one paged ListAccounts, once per run)."""
     from botocore.exceptions import BotoCoreError, ClientError
 
-    names = {}
-    for account in sorted(accounts):
-        try:
-            answer = runtime.identity_center.clients.organizations.describe_account(AccountId=account)
-            names[account] = answer["Account"]["Name"]
-        except (ClientError, BotoCoreError, KeyError) as error:
-            log.info("no name for account %s: %s", account, error)
-    return names
+    try:
+        return runtime.identity_center.organization_accounts()
+    except (ClientError, BotoCoreError) as error:
+        log.warning("could not list the organization's accounts: %s", error)
+        return {}
 
 
-def _record_audit(runtime: Runtime, session_id: str, night: date, provisional: bool, entry: Any, report: str) -> None:
-    """Keep each session's latest audit; the first final result gets `finalized_at` (announced once, later)."""
+def _account_names(runtime: Runtime, accounts: set[str]) -> dict[str, str]:
+    """Account names for the reports, from Organizations; a report without them is still a report."""
+    known = _organization_accounts(runtime)
+    return {account: known[account] for account in accounts if account in known}
+
+
+def _record_audit(runtime: Runtime, session_id: str, night: date, provisional: bool, entry: Any, report: str,
+                  events: int) -> None:
+    """Keep each session's latest audit; the first final result gets `finalized_at` (announced once, later) and
+    the events it counted (`final_events`: later arrivals are late deliveries, which the report then names)."""
     at = runtime.now()
     values = {
         "night": night.isoformat(),
@@ -328,10 +571,12 @@ def _record_audit(runtime: Runtime, session_id: str, night: date, provisional: b
         existing = conn.execute(sa.select(audits).where(audits.c.request_id == request_id)).mappings().first()
         if existing is None:
             conn.execute(sa.insert(audits).values(request_id=request_id, finalized_at=None if provisional else at,
-                                                  **values))
+                                                  final_events=None if provisional else events, **values))
         elif existing["state"] == "final" and provisional:
             return  # a final result is never downgraded by a re-run of an older night
         else:
             finalized = existing["finalized_at"] or (None if provisional else at)
+            final_events = existing["final_events"] if existing["finalized_at"] else (
+                None if provisional else events)
             conn.execute(sa.update(audits).where(audits.c.request_id == request_id)
-                         .values(finalized_at=finalized, **values))
+                         .values(finalized_at=finalized, final_events=final_events, **values))

@@ -49,7 +49,7 @@ def test_an_organization_trail_read_without_its_org_id_is_missing_data_not_a_cle
     assert {problem.account_id for problem in missing} == sessions_accounts
     assert all(problem.day and problem.day.startswith("2024-08-0") for problem in missing)
     assert "check extract.s3_prefix / s3_org_id" in missing[0].message
-    assert missing[0].message.startswith(f"no CloudTrail data found for account {missing[0].account_id} on ")
+    assert missing[0].message.startswith(f"no CloudTrail data found for account {missing[0].account_id} on day ")
     manifest = read_manifest(pafs.LocalFileSystem(), str(tmp_path), NIGHT)
     assert manifest is not None and [p.message for p in manifest.problems if p.is_error] == [
         p.message for p in missing]

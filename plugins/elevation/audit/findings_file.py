@@ -15,7 +15,7 @@ from typing import Any
 
 from elevation.audit.engine import Finding
 from elevation.audit.facts import SessionFacts
-from elevation.audit.report import safe_name, write_output
+from elevation.audit.report import safe_name
 from elevation.audit.rules import CompiledRule
 
 
@@ -47,6 +47,35 @@ def finding_line(
     return line
 
 
+class FindingsFile:
+    """`findings-<night>.jsonl`, written line by line as sessions are audited (a night's findings are never held
+    in memory at once) into a hidden partial file, moved into place only when complete: a reader sees the old
+    file or the new one. Use as a context manager; an exception leaves the previous file untouched."""
+
+    def __init__(self, output_dir: Path, night: str) -> None:
+        self.path = Path(output_dir) / f"findings-{safe_name(night)}.jsonl"
+        self._partial = self.path.with_name(f".{self.path.name}.partial")
+        self.lines = 0
+
+    def __enter__(self) -> FindingsFile:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = self._partial.open("w", encoding="utf-8")
+        return self
+
+    def write(self, line: Mapping[str, Any]) -> None:
+        self._file.write(json.dumps(line, ensure_ascii=False, sort_keys=True, default=str) + "\n")
+        self.lines += 1
+
+    def __exit__(self, kind: object, error: object, trace: object) -> None:
+        self._file.close()
+        if kind is None:
+            self._partial.replace(self.path)
+        else:
+            self._partial.unlink(missing_ok=True)
+
+
 def write_findings_file(lines: Iterable[Mapping[str, Any]], output_dir: Path, night: str) -> Path:
-    data = "".join(json.dumps(line, ensure_ascii=False, sort_keys=True, default=str) + "\n" for line in lines)
-    return write_output(Path(output_dir), f"findings-{safe_name(night)}.jsonl", data.encode("utf-8"))
+    with FindingsFile(output_dir, night) as out:
+        for line in lines:
+            out.write(line)
+    return out.path

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from elevation.audit.suppressions import Suppression
 
@@ -24,4 +24,13 @@ class AuditSettings(BaseModel):
     reports_location: str = "reports/out"  # a local folder or s3://bucket/prefix; sessions/ and one folder per night
     reports_conn_id: str = "aws_default"  # for an s3:// reports_location
     base_url: str | None = None  # how people reach the reports (internal static site); None: relative links
+    #: The ticket as a link in reports, e.g. "https://tickets.example.com/browse/{ticket}" (http(s) only).
+    ticket_url_template: str | None = None
     suppressions: list[Suppression] = Field(default_factory=list)  # expected findings, with reason and expiry
+
+    @field_validator("ticket_url_template")
+    @classmethod
+    def _ticket_url(cls, value: str | None) -> str | None:
+        if value is not None and (not value.startswith(("https://", "http://")) or "{ticket}" not in value):
+            raise ValueError("must be an http(s) URL containing {ticket}, e.g. https://tickets.example.com/{ticket}")
+        return value

@@ -44,7 +44,7 @@ class DataProblem:
 
 
 def missing_data_message(account_id: str, day: date) -> str:
-    return (f"no CloudTrail data found for account {account_id} on {day:%Y-%m-%d}: "
+    return (f"no CloudTrail data found for account {account_id} on day {day:%Y-%m-%d}: "
             "check extract.s3_prefix / s3_org_id (and that the trail delivers this account)")
 
 
@@ -104,6 +104,8 @@ def manifest_path(base: str, night: date) -> str:
 
 def write_manifest(filesystem: pafs.FileSystem, base: str, night: date, manifest: NightManifest) -> None:
     """Written after the partition is committed (a manifest never describes a partition that is not there)."""
+    if not isinstance(filesystem, pafs.S3FileSystem):  # S3 has no folders
+        filesystem.create_dir(partition_dir(base, night), recursive=True)
     with filesystem.open_output_stream(manifest_path(base, night)) as sink:
         sink.write(manifest.to_json())
 
