@@ -473,12 +473,19 @@ def test_a_kept_assignment_is_said_and_gives_no_credential_tail(tmp_path: Path, 
     ended = START + timedelta(minutes=8)  # events go on after the end: the assignment was kept
     kept = review_session(ended_at=ended, assignment_removed_at=None, assignment_kept="standing assignment")
     page, _ = review_report(tmp_path, pack, facts=kept)
-    assert "kept: standing assignment" in page
+    assert "kept at the session's end: standing assignment; still in place" in page
     assert "after the assignment was removed" not in page
     assert "refused calls" in page and "events in other accounts" in page  # the other flags are still there
-    for_other = review_session(ended_at=ended, assignment_removed_at=None, assignment_kept="session 15")
+    for_other = review_session(ended_at=ended, assignment_removed_at=None,
+                               assignment_kept="request 15 is still active until 2024-07-31 15:00:00+00:00")
     page, _ = review_report(tmp_path / "other", pack, facts=for_other)
-    assert 'kept for <a href="15.html">session 15</a>' in page
+    assert "kept at the session's end: request 15 is still active" in page
+    assert '(<a href="15.html">session 15</a>)' in page
+    later = review_session(ended_at=ended, assignment_removed_at=ended + timedelta(hours=2),
+                           assignment_kept="request 15 is still active until 2024-07-31 15:00:00+00:00")
+    page, _ = review_report(tmp_path / "later", pack, facts=later)
+    assert "removed 2024-07-31 15:08:00 UTC (by the session that kept it)" in page
+    assert "after the assignment was removed" not in page  # its events before 15:08 are no tail
     removed = review_session(ended_at=ended, assignment_removed_at=ended)
     page, _ = review_report(tmp_path / "removed", pack, facts=removed)
     assert "after the assignment was removed" in page and "removed 2024-07-31 13:08:00 UTC" in page

@@ -510,15 +510,17 @@ def _session_facts(session: SessionFacts, base_url: str | None) -> dict[str, Any
     """The derived facts of the facts panel: length, how it ended, what became of the assignment, the ticket."""
     end = session.ended_at
     kept_session = None
-    if session.assignment_removed_at is not None:
-        assignment = f"removed {_fmt(session.assignment_removed_at)}"
-    elif session.assignment_kept:
-        match = re.fullmatch(r"(?:for\s+)?(?:session|request)\s+(\S+)", session.assignment_kept.strip(), re.I)
+    removed = f"removed {_fmt(session.assignment_removed_at)}" if session.assignment_removed_at else None
+    if session.assignment_kept:
+        # At the session's end the assignment stayed (another session of it, a standing assignment): say so, and
+        # when it was removed after all (by the session that kept it), or that it is still there.
+        match = re.search(r"(?:session|request)\s+(\d+)", session.assignment_kept, re.I)
         if match:
             kept_session = {"id": match.group(1), "url": _session_link(base_url, match.group(1))}
-            assignment = "kept for session"
-        else:
-            assignment = f"kept: {session.assignment_kept}"
+        assignment = f"kept at the session's end: {session.assignment_kept}; " + (
+            f"{removed} (by the session that kept it)" if removed else "still in place")
+    elif removed:
+        assignment = removed
     elif end is not None and not session.provisional:
         assignment = "not removed (no removal recorded)"
     else:
