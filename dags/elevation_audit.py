@@ -13,8 +13,11 @@ pass, and writes a self-contained HTML report (who, account, permission set, app
 window; counts; findings by severity with the request parameters; all writes; a timeline; CSV and Parquet
 downloads) under `audit.reports_location/sessions/`. A session whose audit window is still open gets a report
 marked **provisional**, replaced when its window closes; its final result is recorded once in `elevation_audit`.
-The night's `index.html` (worst first) and `findings-<night>.jsonl` (for a SIEM) go under
-`audit.reports_location/<night>/`.
+The night's `index.html` (worst first) and `findings-<night>.jsonl` (for a SIEM: each finding once, when its
+session is final, with a stable `key`) go under `audit.reports_location/<night>/`. Earlier nights that gained late
+events are re-audited first. The run **fails** after writing everything when an audited account had no CloudTrail
+data for a day of a session's window (the reports say which), or the night was never extracted: run it alone only
+with the `night` parameter, after that night's extract.
 """
 
 

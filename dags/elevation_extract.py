@@ -21,8 +21,12 @@ events into Parquet under `extract.output_location`, partition `date=YYYY-MM-DD/
 - **wait_for_lake** waits for the queries in the triggerer (deferrable, no worker slot held); nothing to do for S3.
 - **extract** reads the source (S3: only `AWSLogs/[org]/ACCOUNT/CloudTrail/REGION/YYYY/MM/DD/` of the sessions'
   accounts, plus the delivery margin), matches events to sessions by identity and time, follows assumed roles one
-  hop, writes the partition, logs events per session and Lake's BytesScanned, and updates the
-  `elevation_cloudtrail_events` Asset that schedules `elevation_audit`.
+  hop, writes the partition and its `_manifest.json`, logs events per session and Lake's BytesScanned, and updates
+  the `elevation_cloudtrail_events` Asset that schedules `elevation_audit`.
+- **Nothing missing in silence**: a day of a session's account with no trail object at all (wrong `s3_prefix` or
+  `s3_org_id`, a stopped trail) is logged as an error and recorded in the manifest; the audit shows it and fails.
+- **Late deliveries**: events of the nights within `extract.late_delivery_lookback` (2 days) found in tonight's
+  files are added to those nights (exactly once); the Asset names them, so the audit re-audits them too.
 """
 
 
