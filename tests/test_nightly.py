@@ -144,3 +144,47 @@ def test_reports_can_be_published_to_s3_with_their_layout(simulated_day, world, 
     index = s3.get_object(Bucket="security-reports", Key=f"elevation/{day.isoformat()}/index.html")
     assert index["ContentType"].startswith("text/html")
     assert f"https://audit.example.com/elevation/sessions/{ids['group']}.html" in index["Body"].read().decode()
+
+
+def test_on_cloudtrail_lake_late_events_are_found_by_querying_the_earlier_nights_again(
+    simulated_day, configure, monkeypatch, tmp_path, make_runtime
+):
+    from elevation.devkit.activity import activity_records
+    from elevation.devkit.cloudtrail_lake import CloudTrailLakeDouble
+    from elevation.devkit.trail_events import make_event, sso_identity
+    from elevation.extract.location import resolve_location
+    from elevation.extract.manifest import read_manifest
+    from elevation.nightly import run_extract
+
+    day, ids, counts, _, sessions = simulated_day
+    records, _ = activity_records(sessions)
+    group = next(session for session in sessions if session.session_id == str(ids["break-glass"]))
+    late = make_event(sso_identity(group.account_id, group.permission_set_name, group.user_names[0]), "PutObject",
+                      "s3.amazonaws.com", group.granted_at + timedelta(minutes=20),
+                      recipient_account=group.account_id, event_id="lake-late-1")
+    with CloudTrailLakeDouble(records, page_size=50) as lake:
+        monkeypatch.setenv("AIRFLOW_CONN_AWS_LAKE", json.dumps({
+            "conn_type": "aws", "login": "testing", "password": "testing",
+            "extra": {"endpoint_url": lake.endpoint_url, "region_name": "us-east-1"}}))
+        output = tmp_path / "lake-late"
+        configure({"extract": {"source": "lake", "lake_event_data_store_arn": lake.event_data_store_arn,
+                               "lake_conn_id": "aws_lake", "poll_interval": "0.1s", "max_wait": "60s",
+                               "output_location": str(output)}})
+        runtime = make_runtime()
+        first = run_extract(runtime, day)
+        assert first.events_per_session[group.session_id] == counts[group.session_id]
+        assert [problem for problem in first.problems if problem.kind == "empty"] == []
+        lake.load([*records, late])  # it reaches the event data store after the night was extracted
+        second = run_extract(runtime, day + timedelta(days=1))
+        assert second.late_events == {day.isoformat(): {group.session_id: 1}}
+        filesystem, base = resolve_location(output)
+        manifest = read_manifest(filesystem, base, day)
+        assert manifest is not None and manifest.late_events == {group.session_id: 1}
+        assert run_extract(runtime, day + timedelta(days=1)).late_events == {}  # once
+        # A session whose closed window Lake returns nothing for is shown as such, not as a clean session.
+        lake.load([record for record in records if record["userIdentity"].get("arn", "").find(
+            group.user_names[0]) < 0])
+        again = run_extract(runtime, day)
+        empty = [problem for problem in again.problems if problem.kind == "empty"]
+        assert [problem.session_id for problem in empty] == [group.session_id]
+        assert "returned no events" in empty[0].message

@@ -392,8 +392,8 @@ class CloudTrailLakeDouble:
         clause = " AND ".join(bounds) or "TRUE"
         # the clause is the test's own query's eventtime bounds, re-rendered by sqlglot
         sql = f"SELECT coalesce(sum(size), 0) FROM __event_sizes WHERE {clause}"  # noqa: S608
-        result = self._db.execute(sql).fetchone()
-        return int(result[0]) if result else 0
+        result = self._db.execute(sql).fetchall()  # all of it: an unfinished result blocks the next load()
+        return int(result[0][0]) if result else 0
 
     def _start_query(self, request: dict[str, Any]) -> dict[str, Any]:
         statement = request.get("QueryStatement")

@@ -211,6 +211,7 @@ def extract_night(
     keep = {session.session_id for session in active}
     previous = read_manifest(filesystem, base, night)  # what earlier merges of late events added stays known
     written = write_partition(filesystem, base, night, carried_over(filesystem, base, night, rows, keep))
+    found = dict(summary.events_per_session)  # what the source gave this run (the partition may hold more)
     summary.events_per_session = {**dict.fromkeys(keep, 0),
                                   **Counter(_session_ids(filesystem, written.path))}
     if late is not None:
@@ -227,7 +228,7 @@ def extract_night(
     summary.warnings = list(report.warnings)
     summary.minted_credentials = [c for c in matcher.minted if owns(start, end, c.event_time)]
     summary.derived_credentials = [c for c in matcher.derived if owns(start, end, c.issued_at)]
-    summary.problems = _problems(source, active, start, end, summary)
+    summary.problems = _problems(source, active, start, end, summary.warnings, found)
     write_manifest(filesystem, base, night, NightManifest(
         night=night.isoformat(), source="s3" if hasattr(source, "empty_days") else "lake",
         listed_at=listed_at.isoformat(), read_start=span[0].isoformat(), read_end=span[1].isoformat(),
@@ -256,7 +257,7 @@ _TRAIL_FOLDER = re.compile(r"/AWSLogs/(?:o-[a-z0-9]+/)?(\d{12})/CloudTrail/[^/]+
 
 def _problems(
     source: EventSource, sessions: Sequence[SessionIdentity], start: datetime, end: datetime,
-    summary: ExtractSummary,
+    warnings: Sequence[SourceWarning], found: dict[str, int],
 ) -> list[DataProblem]:
     """Missing days (S3: a session's account with no object at all in a day folder of its window), sessions
     a closed Lake query returned nothing for, and every skipped or partly read file, placed by account and day."""
@@ -266,12 +267,12 @@ def _problems(
         problems += missing_days(sessions, start, end, listed)
     else:
         for session in sessions:
-            if not summary.events_per_session.get(session.session_id) and session.audit_window[1] <= end:
+            if not found.get(session.session_id) and session.audit_window[1] <= end:
                 problems.append(DataProblem(
                     "empty", f"CloudTrail Lake returned no events for session {session.session_id} (account "
                     f"{session.account_id}, window closed): check that extract.lake_event_data_store_arn "
                     "collects this account", session.account_id, session_id=session.session_id))
-    for warning in summary.warnings:
+    for warning in warnings:
         folder = _TRAIL_FOLDER.search(warning.locator)
         account, day = (folder.group(1), "-".join(folder.group(2, 3, 4))) if folder else (None, None)
         problems.append(DataProblem("skipped", f"{warning.locator}: {warning.reason}", account, day,
