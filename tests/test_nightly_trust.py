@@ -142,3 +142,30 @@ def test_a_session_whose_assignment_was_kept_for_an_overlapping_one_gets_no_fals
     assert "after the assignment was removed" not in report  # 10:30 is the second session's normal work
     assert f"{second}" in report and "shared with" in report.lower()
     assert "kept" in report.lower()
+
+
+def test_the_audit_judges_shares_against_the_organizations_own_accounts(
+    world, configure, tmp_path, file_request, make_runtime, day
+):
+    configure(nightly_sections(tmp_path))
+    request = file_request(requester="dave", account_id="media-prod", permission_set="AdministratorAccess",
+                           start_at=at(day, 10), duration_minutes=60)
+    live(make_runtime, [at(day, 10), at(day, 11.1)])
+    now = datetime.now(UTC)
+    runtime = make_runtime(as_of=now, clock=lambda: now)
+    account, sibling = world.accounts["media-prod"], world.accounts["media-stg"]
+    identity = sso_identity(account, "AdministratorAccess", "dave")
+
+    def share(event_id: str, with_account: str) -> dict[str, Any]:
+        return make_event(identity, "ModifySnapshotAttribute", "ec2.amazonaws.com", at(day, 10.5),
+                          recipient_account=account, event_id=event_id,
+                          request={"snapshotId": "snap-0a1b2c3d4e5f60718", "attributeType": "CREATE_VOLUME_PERMISSION",
+                                   "createVolumePermission": {"add": {"items": [{"userId": with_account}]}}})
+
+    upload_trail(world.emulator.client("s3"), TRAIL_BUCKET, [share("inside", sibling), share("outside", "999988887777")])
+    run_extract(runtime, day)
+    run_audit(runtime, day)
+    lines = {(line["eventID"], line["rule_id"]): line for line in findings_lines(tmp_path, day)}
+    assert lines[("outside", "elevation-exposure-outside-organization")]["severity"] == "high"
+    assert lines[("inside", "elevation-exposure-inside-organization")]["severity"] == "low"
+    assert all(line["session_id"] == str(request) for line in lines.values())

@@ -312,8 +312,10 @@ def run_audit(runtime: Runtime, night: date) -> AuditSummary:
                                                                                  findings_sent.c.night))}
     removals = actual_removals(rows.values())
     tonight = sessions_for_night([identity_of(row, end) for row in rows.values()], start, end)
+    # The organization's accounts: who is inside (a policy granting an outside account is worse) and their names.
+    organization = _organization_accounts(runtime)
     rules = load_rules(audit.rule_folders, include_pack=audit.include_pack, disabled=audit.disabled_rules,
-                       **_organization(runtime))
+                       organization_accounts=frozenset(organization) or None)
     summary = AuditSummary(night=night.isoformat(),
                            unsupported_rules=[f"{rule.path}: {rule.reason}" for rule in rules.unsupported])
     filesystem, base = _output(extract.output_location)
@@ -341,7 +343,8 @@ def run_audit(runtime: Runtime, night: date) -> AuditSummary:
     night_dir, sessions_dir = reports / night.isoformat(), reports / "sessions"
     base_url = audit.base_url.rstrip("/") if audit.base_url else None
     entries = []
-    names = _account_names(runtime, {identity.account_id for identity in tonight})
+    names = {identity.account_id: organization[identity.account_id] for identity in tonight
+             if identity.account_id in organization}
     groups = {identity.session_id: "|".join((identity.account_id, identity.permission_set_name,
                                              *sorted(identity.user_names))) for identity in tonight}
     with FindingsFile(night_dir, night.isoformat()) as findings_file:  # streamed, replaced when complete
@@ -490,13 +493,6 @@ def _day_closed(day: str | None, now: datetime, margin: timedelta) -> bool:
 def _rule_metadata(rules: Any, findings: Sequence[Any], suppressed: Sequence[Any]) -> dict[str, Any]:
     wanted = {finding.rule_id for finding in findings} | {finding.rule_id for finding, _ in suppressed}
     return {rule_id: rule for rule_id in wanted if (rule := rules.rule(rule_id)) is not None}
-
-
-def _organization(runtime: Runtime) -> dict[str, Any]:
-    """The organization's accounts, for the exposure rules (a grant to an outside account is worse); nothing
-    when Organizations cannot be read (the rules then rate what they can without it)."""
-    accounts = _organization_accounts(runtime)
-    return {"organization_accounts": frozenset(accounts)} if accounts else {}
 
 
 def _record_written(runtime: Runtime, night: date, findings: Sequence[Any]) -> None:
