@@ -1,7 +1,8 @@
 """The configuration file: one YAML document whose path is in the environment variable ELEVATION_CONFIG.
 
 Sections: `connections` (Airflow connection ids), `policy` (who may request what, approvers, limits, standing
-assignments; see policy.py), `extract`, `audit` and `reconcile`. Every section is validated at load; a broken file raises
+assignments; see policy.py), `extract`, `audit`, `reconcile` and `notifications` (Slack; see notify/settings.py).
+Every section is validated at load; a broken file raises
 :class:`ConfigError` naming the file, the field and the problem.
 """
 
@@ -17,6 +18,7 @@ from elevation.access.policy import Policy
 from elevation.access.settings import ReconcileSettings
 from elevation.audit.settings import AuditSettings
 from elevation.extract.settings import ExtractSettings
+from elevation.notify.settings import NotifySettings
 
 ENV_VAR = "ELEVATION_CONFIG"
 
@@ -40,6 +42,7 @@ class ElevationConfig(BaseModel):
     extract: ExtractSettings = ExtractSettings()
     audit: AuditSettings = AuditSettings()
     reconcile: ReconcileSettings = ReconcileSettings()
+    notifications: NotifySettings = NotifySettings()
 
 
 def config_path() -> Path:

@@ -1,0 +1,169 @@
+"""What each message says, as a phone shows it: pure builders, hostile text made inert."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from elevation.config import ElevationConfig
+from elevation.notify import messages as m
+from elevation.notify.settings import NotifySettings
+
+HOSTILE = "<!channel> <!here> <@U0123ABCD> <https://evil.example|click me> & <#C999|general> *deploy*"
+START = datetime(2026, 11, 29, 10, 0, tzinfo=UTC)
+
+
+def view(**overrides):
+    values = {"id": 42, "requester": "alice", "account_id": "123456789012", "account_name": "media-prod",
+              "permission_set": "AdministratorAccess", "duration_minutes": 90, "start_at": START,
+              "end_at": START + timedelta(minutes=90), "justification": "deploy hotfix", "ticket": "OPS-7"}
+    values.update(overrides)
+    return m.RequestView(**values)
+
+
+def everything(message: m.Message) -> str:
+    return message.text + "\n" + json.dumps(message.blocks, ensure_ascii=False)
+
+
+def assert_inert(message: m.Message) -> None:
+    """No control sequence but the ones the builder itself made (links to reports are https only)."""
+    text = message.text + "\n" + "\n".join(_texts(message.blocks))
+    for sequence in re.findall(r"<[^>]*>", text):
+        assert sequence.startswith("<https://reports.example/"), (sequence, text)
+    assert "&lt;!channel&gt;" in text and "&lt;@U0123ABCD&gt;" in text and "&amp;" in text
+
+
+def _texts(value):
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key == "text" and isinstance(item, str):
+                yield item
+            else:
+                yield from _texts(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _texts(item)
+
+
+def test_a_pending_request_gives_an_approver_everything_to_decide_and_two_buttons():
+    message = m.request_pending(view())
+    assert message.kind == m.REQUEST_PENDING
+    assert message.text == "Access request 42: alice asks for AdministratorAccess on media-prod (123456789012) (1h30m)"
+    text = everything(message)
+    for part in ("alice", "media-prod (123456789012)", "AdministratorAccess", "2026-11-29 10:00 UTC → "
+                 "2026-11-29 11:30 UTC (1h30m)", "deploy hotfix", "OPS-7"):
+        assert part in text
+    actions = next(block for block in message.blocks if block["type"] == "actions")
+    assert [(b["action_id"], b["value"], b["text"]["text"]) for b in actions["elements"]] == [
+        ("elevation_approve", "42", "Approve"), ("elevation_reject", "42", "Reject")]
+
+
+@pytest.mark.parametrize("field", ["justification", "ticket", "requester", "permission_set", "account_name"])
+def test_hostile_text_in_a_request_cannot_mention_anyone_or_make_a_link(field):
+    message = m.request_pending(view(**{field: HOSTILE}))
+    assert_inert(message)
+
+
+def test_hostile_reasons_and_actors_are_inert_in_every_kind():
+    hostile = view(justification=HOSTILE, requester=HOSTILE)
+    built = [
+        m.request_decided(m.REQUEST_REJECTED, hostile, by=HOSTILE, reason=HOSTILE),
+        m.session_over(hostile, revoked=True, by=HOSTILE, reason=HOSTILE),
+        m.trouble(m.REVOKE_FAILED, hostile, reason=HOSTILE, for_admins=True),
+        m.approvers_missing(hostile, HOSTILE),
+        m.audit_result(hostile, m.AuditView({"high": 1}, [m.FindingItem("high", HOSTILE, HOSTILE)],
+                                            link="https://reports.example/sessions/42.html"), to_requester=False),
+        m.nightly_digest("2026-11-28", [m.DigestSession(42, HOSTILE, HOSTILE, "high", {"high": 1},
+                                                        "https://reports.example/sessions/42.html")],
+                         m.DigestDrift(1, {HOSTILE: 1})),
+    ]
+    for message in built:
+        assert_inert(message)
+
+
+def test_a_report_link_that_is_not_plain_https_is_shown_as_text():
+    audit = m.AuditView({}, link="https://x.example/a|<!channel>")
+    message = m.audit_result(view(), audit, to_requester=True)
+    assert "<https://x.example" not in everything(message) and "&lt;!channel&gt;" in everything(message)
+
+
+def test_long_free_text_is_cut_before_escaping():
+    message = m.request_pending(view(justification="&" * 5000))
+    justification = next(b["text"]["text"] for b in message.blocks if b.get("text", {}).get("text", "")
+                         .startswith("*Justification*"))
+    assert justification.endswith("&amp;…") and len(justification) < 3000
+
+
+def test_decisions_say_who_and_why():
+    approved = m.request_decided(m.REQUEST_APPROVED, view(), by="bob", reason="looks right")
+    assert approved.text == "Your request for AdministratorAccess on media-prod (123456789012) was approved by bob."
+    assert "looks right" in everything(approved) and "1h30m" in everything(approved)
+    auto = m.request_decided(m.REQUEST_APPROVED, view(), by="policy:oncall-break-glass", reason=None)
+    assert "approved by policy rule oncall-break-glass" in auto.text
+    expired = m.request_decided(m.REQUEST_EXPIRED, view(), by="dag:elevation_intake/run", reason="not decided in 24h")
+    assert expired.text.endswith("was expired by the system.") and "not decided in 24h" in everything(expired)
+    cancelled = m.request_decided(m.REQUEST_CANCELLED, view(), by="alice", reason=None)
+    assert cancelled.kind == m.REQUEST_CANCELLED and "cancelled by alice" in cancelled.text
+
+
+def test_session_messages():
+    assert m.session_active(view()).text == (
+        "Your access is active: AdministratorAccess on media-prod (123456789012) until 2026-11-29 11:30 UTC")
+    soon = m.session_ending_soon(view(), timedelta(minutes=10))
+    assert soon.text.startswith("Your access to AdministratorAccess on media-prod (123456789012) ends in 10m")
+    ended = m.session_over(view(), revoked=False, by=None, reason=None)
+    assert ended.kind == m.SESSION_ENDED and ended.text.endswith("has ended.")
+    revoked = m.session_over(view(), revoked=True, by="carol", reason="incident closed")
+    assert revoked.kind == m.SESSION_REVOKED and "revoked early by carol" in revoked.text
+    assert "incident closed" in everything(revoked)
+
+
+def test_trouble_reaches_requester_and_admins_with_the_error():
+    for kind in (m.GRANT_FAILED, m.REVOKE_FAILED, m.REVOKE_OVERDUE):
+        mine = m.trouble(kind, view(), reason="AccessDenied", for_admins=False)
+        theirs = m.trouble(kind, view(), reason="AccessDenied", for_admins=True)
+        assert mine.kind == theirs.kind == kind
+        assert mine.text.startswith("Your access") and theirs.text.startswith("Request 42:")
+        assert "AccessDenied" in everything(mine) and "alice" in theirs.text
+
+
+def test_audit_results_no_findings_or_the_top_three_by_severity_with_a_link():
+    clean = m.audit_result(view(), m.AuditView({}, link="https://reports.example/sessions/42.html", events=12),
+                           to_requester=True)
+    assert clean.text == "Audit of your session AdministratorAccess on media-prod (123456789012): no findings"
+    assert "<https://reports.example/sessions/42.html|Open the report>" in everything(clean)
+    top = [m.FindingItem("critical", "CloudTrail logging stopped"), m.FindingItem("high", "IAM user created"),
+           m.FindingItem("high", "Access key created"), m.FindingItem("medium", "never shown")]
+    found = m.audit_result(view(), m.AuditView({"critical": 1, "high": 2, "medium": 1}, top,
+                                               link="https://reports.example/sessions/42.html"), to_requester=False)
+    assert found.text == ("Audit of alice's session AdministratorAccess on media-prod (123456789012): 4 findings "
+                          "(1 critical, 2 high, 1 medium)")
+    text = everything(found)
+    assert "CloudTrail logging stopped" in text and "Access key created" in text and "never shown" not in text
+
+
+def test_the_digest_names_the_worst_sessions_and_open_drift():
+    sessions = [m.DigestSession(1, "alice", "ReadOnlyAccess on sandbox-1", None, {}),
+                m.DigestSession(2, "dave", "AdministratorAccess on media-prod", "critical", {"critical": 1, "low": 2},
+                                "https://reports.example/sessions/2.html"),
+                m.DigestSession(3, "erin", "PowerUserAccess on media-stg", "medium", {"medium": 1})]
+    digest = m.nightly_digest("2026-11-28", sessions, m.DigestDrift(2, {"unexpected": 1, "missing": 1}))
+    assert digest.text == "Nightly audit 2026-11-28: 3 sessions audited, 2 with findings"
+    text = everything(digest)
+    assert text.index("request 2") < text.index("request 3") and "request 1:" not in text
+    assert "2 open items (1 missing, 1 unexpected)" in text
+    assert "none open" in everything(m.nightly_digest("2026-11-28", [], m.DigestDrift()))
+
+
+def test_settings_default_off_and_the_section_may_be_omitted():
+    settings = ElevationConfig().notifications
+    assert settings == NotifySettings() and not settings.enabled
+    assert settings.slack_conn_id == "slack_api_default" and settings.ending_soon == timedelta(minutes=10)
+    assert NotifySettings(ending_soon="5m").ending_soon == timedelta(minutes=5)
+    with pytest.raises(ValueError):
+        NotifySettings(security_channel="carol@example.com")
+    with pytest.raises(ValueError):
+        NotifySettings(unknown=1)
