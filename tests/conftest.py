@@ -297,3 +297,86 @@ def run_grant_cycle(run_dag):  # noqa: ANN001, ANN201
         return "success" if states == {"success"} else "failed"
 
     return _cycle
+
+
+# --- the API server's plugin apps over real HTTP ------------------------------------------------------------
+
+
+@pytest.fixture
+def serve_app() -> Iterator[Callable[[Any], str]]:
+    """Serve an ASGI app with uvicorn in a thread on a free port; returns its base URL (no trailing slash)."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    servers: list[tuple[Any, threading.Thread]] = []
+
+    def _serve(app: Any) -> str:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while not server.started:
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.02)
+        servers.append((server, thread))
+        return f"http://127.0.0.1:{port}"
+
+    yield _serve
+    for server, thread in servers:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+#: The JWT secret the tests' Airflow signs and validates tokens with (as `[api_auth] jwt_secret` would be set).
+TEST_JWT_SECRET = "elevation-tests-jwt-secret-not-for-production-" + "0123456789abcdef" * 4
+
+
+@pytest.fixture(scope="session")
+def airflow_auth(airflow_db: None) -> Any:
+    """Airflow's auth manager, initialized as the API server does, with a test JWT secret."""
+    os.environ["AIRFLOW__API_AUTH__JWT_SECRET"] = TEST_JWT_SECRET
+    from airflow.api_fastapi.app import create_auth_manager
+
+    manager = create_auth_manager()
+    manager.init()
+    return manager
+
+
+# --- Slack: the fake Web API, reachable as the Airflow connection `slack_api_default` -----------------------
+
+
+@pytest.fixture
+def slack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A fake Slack over real HTTP where the demo's people are users (by email) and #security and
+    #elevation-admin exist; `AIRFLOW_CONN_SLACK_API_DEFAULT` points the provider's SlackHook at it."""
+    from elevation.devkit.slack_fake import SlackFake
+    from elevation.devkit.world import PEOPLE
+
+    with SlackFake() as fake:
+        for login, (_, _, email, _) in PEOPLE.items():
+            fake.add_user(email, login)
+        fake.add_channel("security")
+        fake.add_channel("elevation-admin")
+        monkeypatch.setenv("AIRFLOW_CONN_SLACK_API_DEFAULT", fake.airflow_connection_json())
+        yield fake
+
+
+@pytest.fixture
+def plugin_server(serve_app) -> str:  # noqa: ANN001
+    """The plugins folder's FastAPI apps mounted on a FastAPI app exactly as Airflow's API server mounts them
+    (`init_plugins`), served over HTTP; the base URL."""
+    from airflow import plugins_manager
+    from airflow.api_fastapi.app import init_plugins
+    from fastapi import FastAPI
+
+    root = FastAPI()
+    init_plugins(root)
+    names = {app["name"] for app in plugins_manager.get_fastapi_plugins()[0]}
+    assert {"elevation_slack", "elevation_audit"} <= names, names
+    return serve_app(root)

@@ -157,3 +157,33 @@ drift = sa.Table(
     sa.Column("resolved_at", UtcDateTime),
     sa.Column("resolution", sa.Text),
 )
+
+outbox = sa.Table(
+    "elevation_outbox",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("dedup_key", sa.String(255), nullable=False, unique=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("request_id", sa.Integer),
+    sa.Column("recipient", sa.Text, nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("next_attempt_at", UtcDateTime, nullable=False),
+    sa.Column("last_error", sa.Text),
+    sa.Column("slack_channel", sa.Text),
+    sa.Column("slack_ts", sa.Text),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("sent_at", UtcDateTime),
+    sa.Column("claimed_by", sa.Text),
+    sa.Column("claimed_until", UtcDateTime),
+    sa.Index("elevation_outbox_due", "state", "next_attempt_at"),
+)
+
+notify_cursors = sa.Table(
+    "elevation_notify_cursor",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("position", sa.Integer, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+)

@@ -1,0 +1,233 @@
+"""Deliver the outbox through Slack: the provider's `SlackHook` (its `client` is a slack_sdk WebClient).
+
+A DM goes to the person's Slack user, found with `users.lookupByEmail`; a channel message to `#name` or a channel
+id. Slack's `ts` and channel are recorded on the row. What Slack answers decides what happens next:
+
+- HTTP 429: the row (and the rest of this run's rows) waits until `Retry-After`; not counted as an attempt;
+- HTTP 5xx, network errors, Slack's own `internal_error` / `fatal_error` / `service_unavailable` / auth errors:
+  retried later with backoff (`retry_initial`, doubling, up to `retry_max`), attempts counted; after
+  `max_attempts` the row is `failed`;
+- the person is not in Slack (`users_not_found`): `skipped`, with a warning; the others are sent;
+- any other refusal (`channel_not_found`, `not_in_channel`, `invalid_blocks`, ...): `failed` with Slack's error.
+
+The sender never raises for Slack problems: an outage leaves rows pending. Each run ends with the heartbeat
+`elevation_notify` (outcome `ok`, or `stuck` with the ids of messages pending longer than `stuck_after` or
+failed in the last day, or `error` when Slack could not even be configured).
+
+A message is marked sent after Slack answered: if the worker dies between Slack's answer and that write, its
+retry (which holds the row) sends it again. That window is one HTTP round trip; everything else is exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from elevation.notify.settings import NotifySettings
+from elevation.runtime import Runtime
+from elevation.store import outbox, queue
+
+log = logging.getLogger(__name__)
+
+JOB = "elevation_notify"
+RETRYABLE_ERRORS = frozenset({
+    "internal_error", "fatal_error", "service_unavailable", "request_timeout", "ratelimited",
+    "invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired", "team_access_not_granted",
+})
+NOT_FOUND_ERRORS = frozenset({"users_not_found", "user_not_found"})
+DEFAULT_RETRY_AFTER = 30
+
+
+@dataclass
+class SendSummary:
+    sent: list[int] = field(default_factory=list)
+    skipped: list[int] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)
+    retrying: list[int] = field(default_factory=list)
+    rate_limited_until: str | None = None
+    error: str | None = None
+
+
+class _RateLimited(Exception):
+    def __init__(self, seconds: float, message: str) -> None:
+        super().__init__(message)
+        self.seconds = seconds
+
+
+class _Retry(Exception):
+    pass
+
+
+class _NotFound(Exception):
+    pass
+
+
+class _Refused(Exception):
+    pass
+
+
+def slack_client(settings: NotifySettings) -> Any:
+    """The provider's hook's WebClient (the connection's `base_url` extra points it at a fake Slack in tests)."""
+    from airflow.providers.slack.hooks.slack import SlackHook
+
+    return SlackHook(slack_conn_id=settings.slack_conn_id).client
+
+
+def run_sender(
+    runtime: Runtime, *, client_factory: Callable[[NotifySettings], Any] = slack_client, limit: int = 200
+) -> SendSummary:
+    settings = runtime.config.notifications
+    summary = SendSummary()
+    now = runtime.now()
+    lease = timedelta(minutes=5)
+    claimed = outbox.claim_due(runtime.engine, worker=runtime.worker, now=now, lease=lease, limit=limit)
+    if claimed:
+        try:
+            client = client_factory(settings)
+        except Exception as error:  # no connection, no token: a configuration problem, shown on the heartbeat
+            summary.error = f"cannot build the Slack client from connection {settings.slack_conn_id!r}: {error}"
+            log.error("%s", summary.error)
+            _release_all(runtime, claimed, now, summary.error)
+            claimed = []
+        users: dict[str, str | None] = {}
+        for index, row in enumerate(claimed):
+            try:
+                _deliver(runtime, client, row, users, summary)
+            except _RateLimited as limited:
+                until = runtime.now() + timedelta(seconds=limited.seconds)
+                summary.rate_limited_until = until.isoformat()
+                log.warning("Slack rate limit: %s; %d messages wait until %s", limited, len(claimed) - index, until)
+                _postpone(runtime, claimed[index:], until, str(limited))
+                break
+    _heartbeat(runtime, settings, summary)
+    return summary
+
+
+def _deliver(runtime: Runtime, client: Any, row: queue.Row, users: dict[str, str | None],
+             summary: SendSummary) -> None:
+    settings = runtime.config.notifications
+    attempts = int(row["attempts"]) + 1
+    body = outbox.payload(row)
+    try:
+        channel = _destination(client, row["recipient"], users)
+        answer = _call(lambda: client.chat_postMessage(channel=channel, text=body.get("text") or "",
+                                                       blocks=body.get("blocks") or None))
+    except _NotFound as missing:
+        with runtime.engine.begin() as conn:
+            outbox.mark_skipped(conn, row["id"], runtime.worker, attempts=attempts, reason=str(missing))
+        log.warning("message %s (%s) skipped: %s", row["id"], row["kind"], missing)
+        summary.skipped.append(row["id"])
+        return
+    except _Refused as refused:
+        with runtime.engine.begin() as conn:
+            outbox.mark_failed(conn, row["id"], runtime.worker, attempts=attempts, reason=str(refused))
+        log.error("message %s (%s) to %s failed: %s", row["id"], row["kind"], row["recipient"], refused)
+        summary.failed.append(row["id"])
+        return
+    except _Retry as problem:
+        _retry_later(runtime, settings, row, attempts, str(problem), summary)
+        return
+    with runtime.engine.begin() as conn:
+        outbox.mark_sent(conn, row["id"], runtime.worker, at=runtime.now(), channel=str(answer.get("channel")),
+                         ts=str(answer.get("ts")), attempts=attempts)
+    summary.sent.append(row["id"])
+
+
+def _destination(client: Any, recipient: str, users: dict[str, str | None]) -> str:
+    """A channel as given; a person (an email) as their Slack user id, looked up once per run."""
+    if "@" not in recipient:
+        return recipient
+    key = recipient.lower()
+    if key not in users:
+        try:
+            users[key] = _call(lambda: client.users_lookupByEmail(email=recipient))["user"]["id"]
+        except _NotFound:
+            users[key] = None
+    if users[key] is None:
+        raise _NotFound(f"{recipient} is not a Slack user (users.lookupByEmail: users_not_found)")
+    return str(users[key])
+
+
+def _call(operation: Callable[[], Any]) -> Any:
+    """Run one Web API call; turn what went wrong into what the sender does about it."""
+    from slack_sdk.errors import SlackApiError, SlackClientError
+
+    try:
+        return operation()
+    except SlackApiError as error:
+        response = error.response
+        status = getattr(response, "status_code", None) or 0
+        code = _error_code(response)
+        if status == 429 or code == "ratelimited":
+            headers = getattr(response, "headers", None) or {}
+            retry_after = _header(headers, "Retry-After")
+            seconds = float(retry_after) if retry_after and retry_after.replace(".", "", 1).isdigit() else None
+            raise _RateLimited(seconds if seconds is not None else DEFAULT_RETRY_AFTER,
+                               f"HTTP 429, Retry-After {retry_after or '(none)'}") from error
+        if status >= 500:
+            raise _Retry(f"HTTP {status} from Slack") from error
+        if code in NOT_FOUND_ERRORS:
+            raise _NotFound(code) from error
+        if code in RETRYABLE_ERRORS:
+            raise _Retry(f"Slack error {code}") from error
+        raise _Refused(f"Slack error {code or status}") from error
+    except (SlackClientError, OSError) as error:  # network: refused, reset, timeouts (URLError is an OSError)
+        raise _Retry(f"network error: {type(error).__name__}: {error}") from error
+
+
+def _error_code(response: Any) -> str | None:
+    try:
+        data = response.data if hasattr(response, "data") else response
+        return data.get("error") if isinstance(data, dict) else None
+    except Exception:  # an HTML error page
+        return None
+
+
+def _header(headers: Any, name: str) -> str | None:
+    for key, value in dict(headers).items():
+        if key.lower() == name.lower():
+            return str(value[0] if isinstance(value, list | tuple) else value)
+    return None
+
+
+def _retry_later(runtime: Runtime, settings: NotifySettings, row: queue.Row, attempts: int, reason: str,
+                 summary: SendSummary) -> None:
+    with runtime.engine.begin() as conn:
+        if attempts >= settings.max_attempts:
+            outbox.mark_failed(conn, row["id"], runtime.worker, attempts=attempts,
+                               reason=f"gave up after {attempts} attempts: {reason}")
+            summary.failed.append(row["id"])
+            log.error("message %s (%s) failed after %d attempts: %s", row["id"], row["kind"], attempts, reason)
+            return
+        delay = min(settings.retry_initial * (2 ** (attempts - 1)), settings.retry_max)
+        outbox.reschedule(conn, row["id"], runtime.worker, at=runtime.now() + delay, attempts=attempts,
+                          reason=reason)
+    summary.retrying.append(row["id"])
+    log.warning("message %s (%s): %s; attempt %d, retrying in %s", row["id"], row["kind"], reason, attempts, delay)
+
+
+def _postpone(runtime: Runtime, rows: list[queue.Row], until: datetime, reason: str) -> None:
+    with runtime.engine.begin() as conn:
+        for row in rows:
+            outbox.reschedule(conn, row["id"], runtime.worker, at=max(until, row["next_attempt_at"]),
+                              attempts=int(row["attempts"]), reason=reason)
+
+
+def _release_all(runtime: Runtime, rows: list[queue.Row], now: datetime, reason: str) -> None:
+    _postpone(runtime, rows, now + runtime.config.notifications.retry_initial, reason)
+
+
+def _heartbeat(runtime: Runtime, settings: NotifySettings, summary: SendSummary) -> None:
+    now = runtime.now()
+    with runtime.engine.begin() as conn:
+        backlog = outbox.backlog(conn, now=now, stuck_after=settings.stuck_after, since=now - timedelta(days=1))
+        outcome = "error" if summary.error else "ok" if backlog.ok else "stuck"
+        detail = {**backlog.detail(), "sent": len(summary.sent), "skipped": len(summary.skipped)}
+        if summary.error:
+            detail["error"] = summary.error[:500]
+        queue.beat(conn, JOB, at=now, as_of=runtime.as_of, outcome=outcome, detail=detail)
+    if outcome != "ok":
+        log.warning("notifications %s: %s", outcome, detail)

@@ -1,0 +1,218 @@
+"""The sender delivers the outbox through the provider's SlackHook to a fake Slack over real HTTP: once each,
+whatever Slack answers."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from elevation.config import ElevationConfig
+from elevation.notify import sender as sender_module
+from elevation.notify.sender import run_sender
+from elevation.notify.settings import NotifySettings
+from elevation.runtime import Runtime
+from elevation.store import outbox
+from elevation.store.database import create_engine_for_url
+from elevation.store.migrations import upgrade
+from elevation.store.tables import heartbeats
+
+SETTINGS = {"enabled": True, "security_channel": "#security", "admin_channel": "#elevation-admin"}
+
+
+def runtime_at(engine, moment, worker="sender-1", **settings):
+    config = ElevationConfig(notifications=NotifySettings(**{**SETTINGS, **settings}))
+    return Runtime(config=config, engine=engine, identity_center_factory=lambda runtime: None, as_of=moment,
+                   actor="test", clock=lambda: moment, worker=worker)
+
+
+def put(engine, *entries, at):
+    with engine.begin() as conn:
+        return outbox.enqueue(conn, list(entries), now=at)
+
+
+def entry(key, recipient, text="hello", kind="session_active", request_id=1):
+    blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]
+    return outbox.Entry(key, kind, recipient, {"text": text, "blocks": blocks}, request_id)
+
+
+def state(engine):
+    with engine.connect() as conn:
+        return {row["dedup_key"]: row for row in outbox.rows(conn)}
+
+
+NOW = datetime(2026, 11, 29, 9, 0, tzinfo=UTC)
+
+
+def test_dms_by_email_and_channel_messages_are_sent_once_with_slack_ts_recorded(engine, slack):
+    assert put(engine, entry("a", "alice@example.com", "to alice"), entry("b", "#security", "to security"),
+               at=NOW) == 2
+    assert put(engine, entry("a", "alice@example.com", "again"), at=NOW) == 0  # the key exists: nothing new
+    summary = run_sender(runtime_at(engine, NOW))
+    assert len(summary.sent) == 2
+    rows = state(engine)
+    assert {key: row["state"] for key, row in rows.items()} == {"a": "sent", "b": "sent"}
+    dm = slack.messages_to("alice@example.com")
+    assert [(m.text, m.blocks[0]["text"]["text"]) for m in dm] == [("to alice", "to alice")]
+    assert rows["a"]["slack_ts"] == dm[0].ts and rows["a"]["slack_channel"] == dm[0].channel
+    assert [m.text for m in slack.messages_to("#security")] == ["to security"]
+    assert run_sender(runtime_at(engine, NOW + timedelta(minutes=1))).sent == []  # nothing twice
+    assert len(slack.messages) == 2
+
+
+def test_a_rate_limit_reschedules_at_retry_after_then_sends_once(engine, slack):
+    put(engine, entry("a", "alice@example.com"), entry("b", "bob@example.com"), at=NOW)
+    slack.fail_next(1, status=429, retry_after=120, method="chat.postMessage")
+    summary = run_sender(runtime_at(engine, NOW))
+    assert summary.sent == [] and summary.rate_limited_until
+    rows = state(engine)
+    for key in ("a", "b"):  # the rest of the run waits too
+        assert rows[key]["state"] == "pending" and rows[key]["attempts"] == 0
+        assert rows[key]["next_attempt_at"] == NOW + timedelta(seconds=120)
+        assert rows[key]["claimed_by"] is None
+    assert run_sender(runtime_at(engine, NOW + timedelta(seconds=60))).sent == []  # not due yet
+    later = run_sender(runtime_at(engine, NOW + timedelta(seconds=121)))
+    assert len(later.sent) == 2
+    assert len(slack.messages_to("alice@example.com")) == 1 and len(slack.messages) == 2
+
+
+def test_a_server_error_is_retried_later_with_backoff_and_counted(engine, slack):
+    put(engine, entry("a", "#security"), at=NOW)
+    slack.fail_next(2, status=500, method="chat.postMessage")
+    run_sender(runtime_at(engine, NOW))
+    row = state(engine)["a"]
+    assert (row["state"], row["attempts"], row["next_attempt_at"]) == ("pending", 1, NOW + timedelta(seconds=30))
+    assert "HTTP 500" in row["last_error"]
+    run_sender(runtime_at(engine, NOW + timedelta(seconds=31)))
+    row = state(engine)["a"]
+    assert (row["attempts"], row["next_attempt_at"]) == (2, NOW + timedelta(seconds=31 + 60))
+    run_sender(runtime_at(engine, NOW + timedelta(seconds=92)))
+    row = state(engine)["a"]
+    assert (row["state"], row["attempts"], row["last_error"]) == ("sent", 3, None)
+    assert len(slack.messages) == 1
+
+
+def test_after_max_attempts_a_message_fails_and_the_heartbeat_shows_it(engine, slack):
+    put(engine, entry("a", "#security"), at=NOW)
+    slack.fail_next(5, status=503)
+    moment = NOW
+    for _ in range(3):
+        run_sender(runtime_at(engine, moment, max_attempts=3, retry_initial="1s"))
+        moment += timedelta(minutes=1)
+    row = state(engine)["a"]
+    assert row["state"] == "failed" and row["attempts"] == 3 and "gave up after 3 attempts" in row["last_error"]
+    with engine.connect() as conn:
+        beat = conn.execute(sa.select(heartbeats).where(heartbeats.c.job == "elevation_notify")).mappings().one()
+    assert beat["outcome"] == "stuck" and f"{row['id']}" in beat["detail"]
+
+
+def test_a_network_error_is_retried_later(engine, slack):
+    put(engine, entry("a", "#security"), at=NOW)
+    slack.stop()  # nothing listens any more: connection refused
+    summary = run_sender(runtime_at(engine, NOW))
+    row = state(engine)["a"]
+    assert summary.retrying == [row["id"]] and row["state"] == "pending" and "network error" in row["last_error"]
+
+
+def test_someone_not_in_slack_is_skipped_with_a_warning_and_the_others_are_sent(engine, slack, caplog):
+    put(engine, entry("a", "ghost@example.com"), entry("b", "alice@example.com"), entry("c", "ghost@example.com",
+                                                                                         kind="session_ended"),
+        at=NOW)
+    with caplog.at_level("WARNING"):
+        summary = run_sender(runtime_at(engine, NOW))
+    rows = state(engine)
+    assert {key: row["state"] for key, row in rows.items()} == {"a": "skipped", "b": "sent", "c": "skipped"}
+    assert "users_not_found" in rows["a"]["last_error"] and len(summary.skipped) == 2
+    assert "ghost@example.com is not a Slack user" in caplog.text
+    assert sum(1 for method, args in slack.calls if method == "users.lookupByEmail"
+               and args.get("email") == "ghost@example.com") == 1  # looked up once per run
+    with engine.connect() as conn:
+        beat = conn.execute(sa.select(heartbeats).where(heartbeats.c.job == "elevation_notify")).mappings().one()
+    assert beat["outcome"] == "ok"  # skipped is not stuck
+
+
+def test_a_channel_slack_does_not_know_fails_with_slacks_error(engine, slack):
+    put(engine, entry("a", "#nowhere"), at=NOW)
+    run_sender(runtime_at(engine, NOW))
+    row = state(engine)["a"]
+    assert row["state"] == "failed" and row["last_error"] == "Slack error channel_not_found"
+
+
+def test_a_missing_connection_leaves_messages_pending_and_says_so_on_the_heartbeat(engine, monkeypatch):
+    monkeypatch.delenv("AIRFLOW_CONN_SLACK_API_DEFAULT", raising=False)
+    put(engine, entry("a", "#security"), at=NOW)
+    summary = run_sender(runtime_at(engine, NOW, slack_conn_id="no_such_slack"))
+    assert summary.error and "no_such_slack" in summary.error
+    assert state(engine)["a"]["state"] == "pending"
+    with engine.connect() as conn:
+        beat = conn.execute(sa.select(heartbeats).where(heartbeats.c.job == "elevation_notify")).mappings().one()
+    assert beat["outcome"] == "error"
+
+
+def test_a_retried_task_resumes_its_own_claims_and_sends_nothing_twice(engine, slack, monkeypatch):
+    put(engine, *(entry(f"m{i}", "#security", f"message {i}") for i in range(4)), at=NOW)
+    real_mark_sent = outbox.mark_sent
+    calls = {"n": 0}
+
+    def crash_after_two(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("worker killed")
+        return real_mark_sent(*args, **kwargs)
+
+    monkeypatch.setattr(sender_module.outbox, "mark_sent", crash_after_two)
+    with pytest.raises(RuntimeError):
+        run_sender(runtime_at(engine, NOW, worker="elevation_notify/run1/notify"))
+    monkeypatch.setattr(sender_module.outbox, "mark_sent", real_mark_sent)
+    # Another sender cannot take the crashed task's rows while its lease runs ...
+    assert run_sender(runtime_at(engine, NOW, worker="someone-else")).sent == []
+    # ... its retry (same worker id) takes them back at once and sends only what was not recorded as sent.
+    retry = run_sender(runtime_at(engine, NOW + timedelta(seconds=5), worker="elevation_notify/run1/notify"))
+    assert len(retry.sent) == 2
+    texts = [m.text for m in slack.messages]
+    # The one whose send was answered but not recorded (the worker died in between) is sent again: the
+    # documented window of one round trip. Everything else exactly once.
+    assert sorted(texts) == ["message 0", "message 1", "message 2", "message 2", "message 3"]
+    assert {row["state"] for row in state(engine).values()} == {"sent"}
+
+
+def _two_senders_at_once(engine_url, slack):
+    engines = [create_engine_for_url(engine_url) for _ in range(2)]
+    put(engines[0], *(entry(f"m{i}", "#security", f"message {i}") for i in range(40)), at=NOW)
+    barrier = threading.Barrier(2)
+    results, errors = [], []
+
+    def work(index):
+        try:
+            barrier.wait()
+            results.append(run_sender(runtime_at(engines[index], NOW, worker=f"sender-{index}"), limit=7))
+            while True:  # keep taking batches until nothing is due
+                more = run_sender(runtime_at(engines[index], NOW, worker=f"sender-{index}"), limit=7)
+                results.append(more)
+                if not more.sent:
+                    break
+        except Exception as error:  # pragma: no cover - shown by the assertion below
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors, errors
+    texts = sorted(m.text for m in slack.messages)
+    assert texts == sorted(f"message {i}" for i in range(40))  # each exactly once
+    assert sum(len(result.sent) for result in results) == 40
+    assert {row["state"] for row in state(engines[0]).values()} == {"sent"}
+
+
+def test_two_senders_at_once_never_send_one_message_twice(queue_url, slack):
+    _two_senders_at_once(queue_url, slack)
+
+
+@pytest.mark.postgres
+def test_two_senders_at_once_never_send_one_message_twice_on_postgresql(postgres_url, slack):
+    upgrade(create_engine_for_url(postgres_url))
+    _two_senders_at_once(postgres_url, slack)
