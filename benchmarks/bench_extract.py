@@ -31,8 +31,9 @@ SESSION_SET = "developer_admin"
 RECORDS_PER_FILE = 250
 
 
-def generate_and_upload(s3: Any, count: int) -> tuple[int, int]:
-    """Write `count` events in time order as 5-minute trail files (per account and region), as a trail does."""
+def generate_and_upload(s3: Any, count: int, indices: range | None = None) -> tuple[int, int]:
+    """Write `count` events in time order as 5-minute trail files (per account and region), as a trail does
+    (only the events of `indices`, when given: two processes can write two halves of one night)."""
     from elevation.devkit.trail_events import make_event, role_identity, sso_identity, trail_key
 
     start = datetime(2024, 8, 1, tzinfo=UTC)
@@ -62,7 +63,7 @@ def generate_and_upload(s3: Any, count: int) -> tuple[int, int]:
                 size += len(body)
         groups.clear()
 
-    for index in range(count):
+    for index in indices if indices is not None else range(count):
         moment = start + timedelta(seconds=span * index / count)
         current = moment.replace(minute=moment.minute - moment.minute % 5, second=0, microsecond=0)
         if current != slot:

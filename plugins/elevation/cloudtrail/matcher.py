@@ -278,25 +278,34 @@ class SessionMatcher:
         """The principal of a record with this userIdentity (see :func:`principal_of`)."""
         return principal_of({"userIdentity": identity})
 
-    def may_match(self, principal: Principal | None) -> bool:
-        """Whether :meth:`match` could give a record of this principal a session, at some time: False means
-        certainly not (with what the matcher knows now), whatever the record's time and content."""
+    def match_windows(self, principal: Principal | None) -> list[tuple[datetime, datetime]]:
+        """When :meth:`match` could give a record of this principal a session: the time windows (inclusive) of
+        the sessions and credentials it may be; none means certainly no session's (with what the matcher knows
+        now), whatever the record's content."""
         if principal is None:
-            return False
+            return []
+        windows: list[tuple[datetime, datetime]] = []
         permission_set = permission_set_of_role(principal.role_name)
         account = principal.account_id
         if permission_set is None and principal.role_id in self._role_ids and not principal.role_name:
             account, permission_set = self._role_ids[principal.role_id]
         session = principal.session_name
-        direct = permission_set is not None and account is not None and session is not None
-        if direct and (account, permission_set, session.casefold()) in self._index:
-            return True
-        return self._derivable(principal)
+        if permission_set is not None and account is not None and session is not None:
+            for candidate, _user in self._index.get((account, permission_set, session.casefold()), ()):
+                windows.append(candidate.audit_window)
+        if principal.access_key_id:
+            windows += [(w.start, w.end) for w in self._by_key.get(principal.access_key_id, ())]
+        if principal.arn:
+            windows += [(w.start, w.end) for w in self._by_arn.get(principal.arn, ())]
+        return windows
 
-    def _derivable(self, principal: Principal) -> bool:
-        if principal.access_key_id and principal.access_key_id in self._by_key:
-            return True
-        return bool(principal.arn and principal.arn in self._by_arn)
+    def all_windows(self) -> list[tuple[datetime, datetime]]:
+        """Every time window :meth:`match_windows` can give (the sessions' and their credentials'): a record
+        outside all of them is no session's, whoever made it."""
+        windows = {session.audit_window for session in self.sessions}
+        for by in (self._by_key, self._by_arn):
+            windows.update((w.start, w.end) for found in by.values() for w in found)
+        return sorted(windows)
 
     def remember(self, principal: Principal | None, locator: str) -> None:
         """What :meth:`match` does with a record that is no session's: note where its principal was seen."""
@@ -304,7 +313,7 @@ class SessionMatcher:
             self._remember(principal, locator)
 
     def knowledge(self) -> tuple[int, int]:
-        """Changes whenever the matcher learns something that can make :meth:`may_match` say yes to more."""
+        """Changes whenever the matcher learns something that can widen :meth:`match_windows`."""
         return len(self._role_ids), len(self.derived)
 
     # -- learning ---------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ import re
 import zlib
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -420,7 +420,7 @@ COLUMNAR_ENV = "ELEVATION_COLUMNAR_READS"
 #: userIdentity fields (and sessionContext.sessionIssuer fields) that say who acted: all the matcher reads.
 IDENTITY_FIELDS: tuple[str, ...] = ("type", "arn", "accountId", "accessKeyId", "principalId")
 ISSUER_FIELDS: tuple[str, ...] = ("type", "arn", "userName", "accountId", "principalId")
-_SEPARATOR = "\x1f"
+_TIME_FORM = "%Y-%m-%dT%H:%M:%SZ"
 
 
 def columnar_enabled() -> bool:
@@ -450,9 +450,9 @@ class TrailColumns:
 
     text: bytes
     count: int
-    times: Any  # pyarrow timestamp[us] array, one per record
+    times: list[str]  # per record, its eventTime (always CloudTrail's `YYYY-MM-DDTHH:MM:SSZ`, checked)
     codes: list[int]  # per record, its index in `identities`
-    identities: list[str]  # distinct identity keys (see :func:`identity_of_key`)
+    identities: list[tuple[str | None, ...]]  # distinct identities (see :func:`identity_of_key`)
     _records: list[Any] | None = None
 
     def record(self, index: int) -> dict[str, Any]:
@@ -462,21 +462,18 @@ class TrailColumns:
         return self._records[index]
 
 
-def identity_of_key(key: str) -> dict[str, Any]:
-    """The userIdentity (the fields the matcher reads) behind an identity key of :class:`TrailColumns`."""
-    values = [value or None for value in key.split(_SEPARATOR)]
-    identity: dict[str, Any] = dict(zip(IDENTITY_FIELDS, values, strict=False))
-    identity["sessionContext"] = {
-        "sessionIssuer": dict(zip(ISSUER_FIELDS, values[len(IDENTITY_FIELDS) :], strict=True))
-    }
+def identity_of_key(key: tuple[str | None, ...]) -> dict[str, Any]:
+    """The userIdentity (the fields the matcher reads) behind an identity of :class:`TrailColumns`."""
+    identity: dict[str, Any] = dict(zip(IDENTITY_FIELDS, key, strict=False))
+    issuer = dict(zip(ISSUER_FIELDS, key[len(IDENTITY_FIELDS) :], strict=True))
+    identity["sessionContext"] = {"sessionIssuer": issuer}
     return identity
 
 
-def read_trail_columns(data: bytes) -> TrailColumns | None:
-    """Read a trail file (`{"Records": [...]}` on one line, gzip or not) natively, or None when this path cannot
-    vouch for giving what :func:`iter_records` gives (anything unusual: truncated or corrupt gzip, several gzip
-    members, a BOM, a pretty-printed file, a field of an unexpected type, a record without eventID, eventName or
-    an eventTime of CloudTrail's exact form): the caller then reads the file the ordinary way."""
+def parse_trail_file(data: bytes) -> tuple[bytes, Any, list[Any]] | None:
+    """The native half of :func:`read_trail_columns` (gunzip, pyarrow.json and the checks on typed columns, all
+    without the GIL, so the reading threads run it side by side): (the text, the eventTime column, the identity
+    columns), or None (see there)."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.json as pj
@@ -499,32 +496,50 @@ def read_trail_columns(data: bytes) -> TrailColumns | None:
                 explicit_schema=_columns_schema(), unexpected_field_behavior="ignore"
             ),
         )
+        if table.num_rows != 1 or table.column("Records").null_count:
+            return None
+        records = table.column("Records").combine_chunks().flatten()
+        if not len(records):
+            return text, records.field("eventTime"), []
+        event_id, event_time, event_name = (
+            records.field(name) for name in ("eventID", "eventTime", "eventName")
+        )
+        if records.null_count or event_id.null_count or event_name.null_count or event_time.null_count:
+            return None
+        if pc.min(pc.utf8_length(event_id)).as_py() == 0:
+            return None
+        lengths = pc.min_max(pc.utf8_length(event_time)).as_py()
+        if lengths["min"] != 20 or lengths["max"] != 20:
+            return None
+        if pc.strptime(event_time, format="%Y-%m-%dT%H:%M:%SZ", unit="s", error_is_null=True).null_count:
+            return None
+        # flatten(): a field of a missing userIdentity / sessionContext / sessionIssuer is missing (null) too
+        *identity, context = records.field("userIdentity").flatten()
+        (issuer,) = context.flatten()
     except (zlib.error, pa.ArrowException, ValueError):
         return None
-    if table.num_rows != 1:
+    return text, event_time, [*identity, *issuer.flatten()]
+
+
+def trail_columns(parsed: tuple[bytes, Any, list[Any]] | None) -> TrailColumns | None:
+    """The Python half of :func:`read_trail_columns`: the times and the file's distinct identities as values."""
+    if parsed is None:
         return None
-    column = table.column("Records")
-    if column.null_count:
-        return None
-    records = column.combine_chunks().flatten()
-    count = len(records)
-    if count == 0:
-        return TrailColumns(text, 0, pa.array([], pa.timestamp("us")), [], [])
-    event_id, event_time, event_name = (records.field(name) for name in ("eventID", "eventTime", "eventName"))
-    if records.null_count or event_id.null_count or event_name.null_count or event_time.null_count:
-        return None
-    if pc.any(pc.equal(pc.utf8_length(event_id), 0)).as_py():
-        return None
-    times = pc.strptime(event_time, format="%Y-%m-%dT%H:%M:%SZ", unit="us", error_is_null=True)
-    if times.null_count or not pc.all(pc.equal(pc.utf8_length(event_time), 20)).as_py():
-        return None
-    identity = records.field("userIdentity")
-    issuer = pc.struct_field(identity, ["sessionContext", "sessionIssuer"])
-    parts = [pc.struct_field(identity, [name]) for name in IDENTITY_FIELDS]
-    parts += [pc.struct_field(issuer, [name]) for name in ISSUER_FIELDS]
-    keys = pc.binary_join_element_wise(*[pc.fill_null(part, "") for part in parts], _SEPARATOR)
-    encoded = pc.dictionary_encode(keys)
-    return TrailColumns(text, count, times, encoded.indices.to_pylist(), encoded.dictionary.to_pylist())
+    text, event_time, identity = parsed
+    if not identity:
+        return TrailColumns(text, 0, [], [], [])
+    columns = [field.to_pylist() for field in identity]
+    distinct: dict[tuple[str | None, ...], int] = {}
+    codes = [distinct.setdefault(key, len(distinct)) for key in zip(*columns, strict=True)]
+    return TrailColumns(text, len(codes), event_time.to_pylist(), codes, list(distinct))
+
+
+def read_trail_columns(data: bytes) -> TrailColumns | None:
+    """Read a trail file (`{"Records": [...]}` on one line, gzip or not) natively, or None when this path cannot
+    vouch for giving what :func:`iter_records` gives (anything unusual: truncated or corrupt gzip, several gzip
+    members, a BOM, a pretty-printed file, a field of an unexpected type, a record without eventID, eventName or
+    an eventTime of CloudTrail's exact form): the caller then reads the file the ordinary way."""
+    return trail_columns(parse_trail_file(data))
 
 
 class RecordScreen(Protocol):
@@ -533,38 +548,58 @@ class RecordScreen(Protocol):
 
     def principal_of_identity(self, identity: dict[str, Any]) -> Any: ...
 
-    def may_match(self, principal: Any) -> bool: ...
+    def match_windows(self, principal: Any) -> list[tuple[datetime, datetime]]: ...
+
+    def all_windows(self) -> list[tuple[datetime, datetime]]: ...
 
     def remember(self, principal: Any, locator: str) -> None: ...
 
     def knowledge(self) -> Any: ...
 
 
+def _text_windows(windows: list[tuple[datetime, datetime]]) -> list[tuple[str, str]]:
+    """Time windows as CloudTrail writes times, which sort as text (to the second: the ends rounded inwards)."""
+    result = []
+    for start, end in windows:
+        first = start.astimezone(UTC)
+        first += timedelta(microseconds=(1_000_000 - first.microsecond) % 1_000_000)
+        last = end.astimezone(UTC).replace(microsecond=0)
+        result.append(
+            (first.replace(tzinfo=None).isoformat() + "Z", last.replace(tzinfo=None).isoformat() + "Z")
+        )
+    return result
+
+
 def screened_records(
     columns: TrailColumns, screen: RecordScreen, locator: str, start: datetime, end: datetime
 ) -> Iterator[dict[str, Any]]:
-    """The records of [start, end] whose principal may be a session's, in file order, as dicts; every other
-    record of the span is only remembered (`screen.remember`, once per distinct principal between two yielded
+    """The records of [start, end] that may be a session's (by principal and time), in file order, as dicts;
+    every other record of the span is only remembered (`screen.remember`, once per distinct principal between two yielded
     records), exactly as the matcher would have on seeing it. The decisions are taken again after each record
     yielded if the matcher learnt from it (an AssumeRole's credentials, a role id)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
 
     if not columns.count:
         return
-    low = pa.scalar(start.astimezone(UTC).replace(tzinfo=None), pa.timestamp("us"))
-    high = pa.scalar(end.astimezone(UTC).replace(tzinfo=None), pa.timestamp("us"))
-    in_span = pc.and_(pc.greater_equal(columns.times, low), pc.less_equal(columns.times, high))
-    if not pc.any(in_span).as_py():
+    ((low, high),) = _text_windows([(start, end)])
+    times = columns.times
+    in_span = [low <= moment <= high for moment in times]
+    if not any(in_span):
         return
-    principals = [screen.principal_of_identity(identity_of_key(key)) for key in columns.identities]
+    principals = [_principal(screen, key) for key in columns.identities]
+    earliest, latest = min(times), max(times)
+    if not any(first <= latest and earliest <= last for first, last in _text_windows(screen.all_windows())):
+        # no record of the file can be a session's (the usual case): only note where each principal was seen
+        for code in {code for code, inside in zip(columns.codes, in_span, strict=True) if inside}:
+            screen.remember(principals[code], locator)
+        return
     known = screen.knowledge()
-    decisions = [screen.may_match(principal) for principal in principals]
+    windows = [_text_windows(screen.match_windows(principal)) for principal in principals]
     waiting: set[int] = set()
-    for index, (inside, code) in enumerate(zip(in_span.to_pylist(), columns.codes, strict=True)):
+    for index, (inside, code) in enumerate(zip(in_span, columns.codes, strict=True)):
         if not inside:
             continue
-        if not decisions[code]:
+        moment = times[index]
+        if not any(first <= moment <= last for first, last in windows[code]):
             waiting.add(code)
             continue
         for other in waiting:
@@ -573,6 +608,20 @@ def screened_records(
         yield columns.record(index)
         if screen.knowledge() != known:
             known = screen.knowledge()
-            decisions = [screen.may_match(principal) for principal in principals]
+            windows = [_text_windows(screen.match_windows(principal)) for principal in principals]
     for other in waiting:
         screen.remember(principals[other], locator)
+
+
+#: userIdentity -> principal, shared by the files of a night (principal_of is pure; a night has few identities).
+_PRINCIPALS: dict[tuple[str | None, ...], Any] = {}
+
+
+def _principal(screen: RecordScreen, key: tuple[str | None, ...]) -> Any:
+    try:
+        return _PRINCIPALS[key]
+    except KeyError:
+        if len(_PRINCIPALS) > 100_000:
+            _PRINCIPALS.clear()
+        principal = _PRINCIPALS[key] = screen.principal_of_identity(identity_of_key(key))
+        return principal

@@ -24,12 +24,12 @@ from elevation.cloudtrail.records import (
     MalformedLogFile,
     SourceReport,
     SourceWarning,
-    TrailColumns,
     TruncatedLogFile,
     columnar_enabled,
     iter_records,
-    read_trail_columns,
+    parse_trail_file,
     screened_records,
+    trail_columns,
 )
 from elevation.cloudtrail.schema import parse_event_time
 from elevation.cloudtrail.sessions import ACCOUNT_ID, SessionIdentity
@@ -194,16 +194,16 @@ class S3TrailSource:
 
     def _fetched(
         self, keys: Iterable[str], columnar: bool = False
-    ) -> Iterator[tuple[str, bytes | Exception, TrailColumns | None]]:
-        """(key, bytes or the error, the file read natively or None) in key order, with up to `prefetch` GETs in
+    ) -> Iterator[tuple[str, bytes | Exception, Any]]:
+        """(key, bytes or the error, the file parsed natively or None) in key order, with up to `prefetch` GETs in
         flight; with `columnar`, the reading threads also decompress and parse (both release the GIL)."""
 
-        def fetch(key: str) -> tuple[bytes, TrailColumns | None]:
+        def fetch(key: str) -> tuple[bytes, Any]:
             data = self._fetch(key)
-            return data, (read_trail_columns(data) if columnar else None)
+            return data, (parse_trail_file(data) if columnar else None)
 
         with ThreadPoolExecutor(max_workers=self.prefetch, thread_name_prefix="trail-get") as pool:
-            window: deque[tuple[str, Future[tuple[bytes, TrailColumns | None]]]] = deque()
+            window: deque[tuple[str, Future[tuple[bytes, Any]]]] = deque()
             for key in keys:
                 window.append((key, pool.submit(fetch, key)))
                 if len(window) >= self.prefetch * 2:
@@ -212,14 +212,12 @@ class S3TrailSource:
                 yield self._result(*window.popleft())
 
     @staticmethod
-    def _result(
-        key: str, future: Future[tuple[bytes, TrailColumns | None]]
-    ) -> tuple[str, bytes | Exception, TrailColumns | None]:
+    def _result(key: str, future: Future[tuple[bytes, Any]]) -> tuple[str, bytes | Exception, Any]:
         try:
-            data, columns = future.result()
+            data, parsed = future.result()
         except Exception as error:  # reported per object, the night goes on
             return key, error, None
-        return key, data, columns
+        return key, data, parsed
 
     def _read_objects(
         self, keys: Iterable[str], start: datetime, end: datetime
@@ -227,13 +225,14 @@ class S3TrailSource:
         # A matcher set as `record_screen` (the extract does) lets ordinary trail files be read natively: only the
         # records that may be a session's become dicts; any other file is read record by record (iter_records).
         screen = getattr(self, "record_screen", None)
-        for key, data, columns in self._fetched(keys, columnar=screen is not None and columnar_enabled()):
+        for key, data, parsed in self._fetched(keys, columnar=screen is not None and columnar_enabled()):
             locator = f"s3://{self.bucket}/{key}"
             if isinstance(data, Exception):
                 self.report.warn(locator, f"could not read the object: {data}")
                 continue
             self.report.objects_read += 1
             self.report.bytes_read += len(data)
+            columns = trail_columns(parsed)
             if columns is not None:
                 self.report.records_read += columns.count
                 first = self.keep_events_from or start

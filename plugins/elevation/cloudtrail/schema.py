@@ -107,8 +107,12 @@ def _as_text(value: Any) -> str | None:
     return str(value)
 
 
+#: json.dumps(value, ensure_ascii=False, sort_keys=True, default=str), without building an encoder per call.
+_JSON_ENCODER = json.JSONEncoder(ensure_ascii=False, sort_keys=True, default=str)
+
+
 def _as_json(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
+    return None if value is None else _JSON_ENCODER.encode(value)
 
 
 def record_to_row(record: dict[str, Any], session_id: str) -> dict[str, Any]:
