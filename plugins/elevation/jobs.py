@@ -255,3 +255,28 @@ def audit(params: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
         raise MissingCloudTrailData(" | ".join(blind))
     tonight = results.pop(night.isoformat())
     return {**tonight, "late_nights": results}
+
+
+# --- notifications --------------------------------------------------------------------------------------------
+
+
+def notify(context: dict[str, Any], runtime: Runtime | None = None) -> dict[str, Any]:
+    """Slack notifications: turn what happened into outbox rows, then deliver the due ones. Slack problems never
+    fail the run (they show on the heartbeat `elevation_notify`); a producer error does, after the sender ran."""
+    from elevation.notify.producer import produce
+    from elevation.notify.sender import run_sender
+
+    runtime = runtime or runtime_for_run(context, "elevation_notify")
+    if not runtime.config.notifications.enabled:
+        log.info("notifications are off: set notifications.enabled to true (see README, 'Slack notifications')")
+        return {"enabled": False}
+    failure: Exception | None = None
+    try:
+        produced = _summarise("notifications produced", produce(runtime))
+    except Exception as error:  # what is already in the outbox still goes out
+        log.exception("producing notifications failed")
+        produced, failure = {"error": str(error)[:500]}, error
+    sent = _summarise("notifications sent", run_sender(runtime))
+    if failure is not None:
+        raise failure
+    return {"enabled": True, "produced": produced, "sent": sent}

@@ -1,0 +1,219 @@
+"""From what happened to the right people, once: requests lived through the real lifecycle on the emulator, the
+notify job (produce, then send through the provider's SlackHook) run after each step against the fake Slack."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import sqlalchemy as sa
+
+from elevation import jobs
+from elevation.access.grants import run_grants
+from elevation.access.intake import run_intake
+from elevation.access.policy import Policy
+from elevation.access.revocations import run_revocations
+from elevation.notify.producer import approvers_for
+from elevation.store import outbox, queue
+from elevation.store.tables import audits, findings_sent, heartbeats, notify_cursors
+
+NOTIFICATIONS = {"enabled": True, "security_channel": "#security", "admin_channel": "#elevation-admin",
+                 "audit_base_url": "https://reports.example/"}
+
+
+def step(make_runtime, moment, *, lifecycle=True):
+    runtime = make_runtime(as_of=moment, clock=lambda: moment)
+    if lifecycle:
+        run_intake(runtime)
+        run_grants(runtime)
+        run_revocations(runtime)
+    return jobs.notify({}, runtime=runtime)
+
+
+def texts(slack, who):
+    return [m.text for m in slack.messages_to(who)]
+
+
+def outbox_rows(engine):
+    with engine.connect() as conn:
+        return outbox.rows(conn)
+
+
+def test_a_request_lived_through_tells_the_approver_then_the_requester_each_thing_once(
+    world, configure, file_request, make_runtime, engine, slack
+):
+    configure({"notifications": NOTIFICATIONS})
+    t0 = datetime.now(UTC).replace(second=0, microsecond=0)
+    request = file_request(requester="alice", account_id="media-stg", permission_set="PowerUserAccess",
+                           start_at=t0, duration_minutes=60, justification="deploy <!channel> hotfix", ticket="OPS-1")
+    step(make_runtime, t0)
+    [pending] = slack.messages_to("bob@example.com")  # Staging's approver; alice is not one
+    assert pending.text.startswith(f"Access request {request}: alice asks for PowerUserAccess on media-stg (")
+    body = json.dumps(pending.blocks)
+    assert "deploy &lt;!channel&gt; hotfix" in body and "<!channel>" not in body and "OPS-1" in body
+    buttons = next(block for block in pending.blocks if block["type"] == "actions")["elements"]
+    assert [(b["action_id"], b["value"]) for b in buttons] == [("elevation_approve", str(request)),
+                                                               ("elevation_reject", str(request))]
+    assert slack.messages_to("alice@example.com") == [] and slack.messages_to("carol@example.com") == []
+
+    with engine.begin() as conn:
+        queue.insert_action(conn, request, "approve", "bob", "go ahead")
+    step(make_runtime, t0 + timedelta(minutes=1))
+    assert texts(slack, "alice@example.com")[0].endswith("was approved by bob.")
+    assert texts(slack, "alice@example.com")[1].startswith("Your access is active: PowerUserAccess on media-stg")
+
+    step(make_runtime, t0 + timedelta(minutes=30))  # nothing new
+    step(make_runtime, t0 + timedelta(minutes=52))
+    assert texts(slack, "alice@example.com")[2].startswith("Your access to PowerUserAccess on media-stg")
+    assert " ends in 8m " in texts(slack, "alice@example.com")[2]
+    step(make_runtime, t0 + timedelta(minutes=55))  # told once
+    step(make_runtime, t0 + timedelta(minutes=61))
+    step(make_runtime, t0 + timedelta(minutes=62))
+
+    alice = texts(slack, "alice@example.com")
+    assert len(alice) == 4 and alice[3].endswith("has ended.")
+    assert len(slack.messages_to("bob@example.com")) == 1 and len(slack.messages) == 5
+    rows = outbox_rows(engine)
+    assert {row["state"] for row in rows} == {"sent"} and len(rows) == 5
+    assert [row["kind"] for row in rows] == ["request_pending", "request_approved", "session_active",
+                                             "session_ending_soon", "session_ended"]
+    assert all(row["slack_ts"] and row["request_id"] == request for row in rows)
+
+
+def test_revoked_early_says_who_and_why_and_rejections_reach_the_requester(
+    world, configure, file_request, make_runtime, engine, slack
+):
+    configure({"notifications": NOTIFICATIONS})
+    t0 = datetime.now(UTC).replace(second=0, microsecond=0)
+    first = file_request(requester="alice", account_id="media-stg", start_at=t0, duration_minutes=60)
+    second = file_request(requester="erin", account_id="media-stg", start_at=t0, duration_minutes=60)
+    step(make_runtime, t0)
+    with engine.begin() as conn:
+        queue.insert_action(conn, first, "approve", "bob")
+        queue.insert_action(conn, second, "reject", "bob", "use <!here> ReadOnly instead")
+    step(make_runtime, t0 + timedelta(minutes=1))
+    with engine.begin() as conn:
+        queue.insert_action(conn, first, "revoke", "bob", "incident closed")
+    step(make_runtime, t0 + timedelta(minutes=5))
+    step(make_runtime, t0 + timedelta(minutes=6))
+    alice = texts(slack, "alice@example.com")
+    assert alice[-1].startswith("Your access to PowerUserAccess on media-stg") and "revoked early by bob" in alice[-1]
+    assert "incident closed" in json.dumps(slack.messages_to("alice@example.com")[-1].blocks)
+    [rejected] = slack.messages_to("erin@example.com")
+    assert rejected.text.endswith("was rejected by bob.")
+    assert "use &lt;!here&gt; ReadOnly instead" in json.dumps(rejected.blocks)
+    assert len(slack.messages_to("bob@example.com")) == 2  # the two pending requests
+
+
+def test_failures_and_overdue_revokes_reach_the_requester_and_the_admins_once(
+    world, configure, file_request, make_runtime, engine, slack
+):
+    configure({"notifications": NOTIFICATIONS})
+    now = datetime.now(UTC)
+    request = file_request(requester="alice", account_id="media-stg", start_at=now, duration_minutes=60)
+    step(make_runtime, now, lifecycle=False)  # the cursor starts
+    with engine.begin() as conn:
+        for attempt in (1, 2, 3):  # a revoke failing every minute is told once
+            queue.record_event(conn, at=now, kind="revoke_failed", actor="dag:x", request_id=request,
+                               detail={"attempt": attempt, "reason": "AccessDeniedException <@U1>"})
+        queue.beat(conn, "elevation_revocations", at=now, as_of=now, outcome="overdue",
+                   detail={"overdue": [request], "failing": []})
+    step(make_runtime, now + timedelta(minutes=1), lifecycle=False)
+    step(make_runtime, now + timedelta(minutes=2), lifecycle=False)
+    mine = slack.messages_to("alice@example.com")
+    admins = slack.messages_to("#elevation-admin")
+    assert [m.text.split(" outlives")[0].split(" could not")[0] for m in mine] == [
+        f"Your access to PowerUserAccess on media-stg ({world.accounts['media-stg']})"] * 2
+    assert len(admins) == 2 and all(m.text.startswith(f"Request {request}:") for m in admins)
+    assert "AccessDeniedException &lt;@U1&gt;" in json.dumps(admins[0].blocks)
+    assert {row["kind"] for row in outbox_rows(engine)} >= {"revoke_failed", "revoke_overdue"}
+
+
+def test_audit_results_go_to_requester_and_approver_or_the_security_channel_then_the_digest(
+    world, configure, file_request, make_runtime, engine, slack
+):
+    configure({"notifications": NOTIFICATIONS})
+    t0 = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=2)
+    approved = file_request(requester="alice", account_id="media-stg", start_at=t0, duration_minutes=30)
+    automatic = file_request(requester="dave", account_id="media-prod", permission_set="AdministratorAccess",
+                             start_at=t0, duration_minutes=30)
+    step(make_runtime, t0)
+    with engine.begin() as conn:
+        queue.insert_action(conn, approved, "approve", "bob")
+    step(make_runtime, t0 + timedelta(minutes=1))
+    step(make_runtime, t0 + timedelta(minutes=40))
+    slack.messages.clear()
+
+    night = t0.date().isoformat()
+    audited = t0 + timedelta(minutes=50)
+    with engine.begin() as conn:
+        for request_id, found, worst in ((approved, {}, None), (automatic, {"critical": 1, "high": 2}, "critical")):
+            conn.execute(sa.insert(audits).values(
+                request_id=request_id, night=night, state="final", events=25, writes=3, findings=json.dumps(found),
+                flags=0, worst=worst, report=f"/reports/sessions/{request_id}.html", audited_at=audited,
+                finalized_at=audited))
+        for key, rule, severity in (("k1", "cloudtrail_logging_stopped", "critical"),
+                                    ("k2", "iam_create_user", "high"), ("k3", "iam_create_access_key", "high")):
+            conn.execute(sa.insert(findings_sent).values(key=key, request_id=automatic, night=night, rule_id=rule,
+                                                         event_id=key, severity=severity, written_at=audited))
+    step(make_runtime, t0 + timedelta(minutes=51), lifecycle=False)
+    step(make_runtime, t0 + timedelta(minutes=52), lifecycle=False)  # announced once
+    [clean] = slack.messages_to("alice@example.com")
+    assert clean.text.startswith("Audit of your session PowerUserAccess on media-stg") and "no findings" in clean.text
+    assert f"<https://reports.example/sessions/{approved}.html|Open the report>" in json.dumps(clean.blocks)
+    [for_bob] = slack.messages_to("bob@example.com")
+    assert for_bob.text.startswith("Audit of alice's session")
+    [dave] = slack.messages_to("dave@example.com")
+    assert dave.text.endswith("3 findings (1 critical, 2 high)")
+    assert "cloudtrail logging stopped" in json.dumps(dave.blocks)
+    security = slack.messages_to("#security")
+    assert [m.text for m in security] == [dave.text.replace("your session", "dave's session")]
+    with engine.connect() as conn:
+        assert all(conn.execute(sa.select(audits.c.announced_at)).scalars())
+
+    step(make_runtime, audited + timedelta(minutes=16), lifecycle=False)
+    step(make_runtime, audited + timedelta(minutes=17), lifecycle=False)
+    digests = [m for m in slack.messages_to("#security") if m.text.startswith("Nightly audit")]
+    assert [m.text for m in digests] == [f"Nightly audit {night}: 2 sessions audited, 1 with findings"]
+    assert f"request {automatic}: dave" in json.dumps(digests[0].blocks)
+    assert "*Drift*: none open" in json.dumps(digests[0].blocks)
+
+
+def test_notifications_are_off_until_enabled(world, configure, file_request, make_runtime, engine, slack):
+    configure()
+    file_request(requester="alice", account_id="media-stg")
+    assert step(make_runtime, datetime.now(UTC)) == {"enabled": False}
+    assert outbox_rows(engine) == [] and slack.messages == []
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(notify_cursors)).first() is None
+        assert conn.execute(sa.select(heartbeats).where(heartbeats.c.job == "elevation_notify")).first() is None
+
+
+def test_the_first_run_after_enabling_does_not_announce_old_history(
+    world, configure, file_request, make_runtime, engine, slack
+):
+    configure({"notifications": NOTIFICATIONS})
+    old = datetime.now(UTC) - timedelta(hours=3)
+    file_request(requester="alice", account_id="media-stg", start_at=old + timedelta(hours=1))
+    runtime = make_runtime(as_of=old, clock=lambda: old)
+    run_intake(runtime)  # validated three hours ago: pending, nobody told
+    step(make_runtime, datetime.now(UTC), lifecycle=False)
+    assert slack.messages == []
+    fresh = file_request(requester="erin", account_id="media-stg")
+    step(make_runtime, datetime.now(UTC))
+    assert [m.text.split(":")[0] for m in slack.messages_to("bob@example.com")] == [f"Access request {fresh}"]
+
+
+def test_approvers_are_the_policys_for_the_account_never_the_requester_unless_self_approval_is_allowed():
+    people = [{"login": name, "email": f"{name}@example.com", "identity_center_user": name}
+              for name in ("alice", "bob", "carol", "dave")]
+    rules = [{"ous": ["ou-prod-11111111"], "approvers": ["bob", "carol"]},
+             {"accounts": ["111122223333"], "approvers": ["carol", "dave"]}]
+    policy = Policy(people=people, approvers=rules)
+    logins = lambda found: [person.login for person in found]  # noqa: E731
+    assert logins(approvers_for(policy, "alice", "111122223333", ["ou-prod-11111111"])) == ["bob", "carol", "dave"]
+    assert logins(approvers_for(policy, "bob", "111122223333", ["ou-prod-11111111"])) == ["carol", "dave"]
+    assert logins(approvers_for(policy, "alice", "999999999999", ["ou-other-2222"])) == []
+    selfish = Policy(people=people, approvers=rules, allow_self_approval=True)
+    assert logins(approvers_for(selfish, "BOB@example.com", "111122223333", [])) == ["carol", "dave"]
+    assert logins(approvers_for(selfish, "bob", "444455556666", ["ou-prod-11111111"])) == ["bob", "carol"]
