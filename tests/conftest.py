@@ -368,15 +368,12 @@ def slack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 
 
 @pytest.fixture
-def plugin_server(serve_app) -> str:  # noqa: ANN001
-    """The plugins folder's FastAPI apps mounted on a FastAPI app exactly as Airflow's API server mounts them
-    (`init_plugins`), served over HTTP; the base URL."""
+def plugin_server(serve_app, airflow_auth) -> str:  # noqa: ANN001
+    """Airflow's own API server app (`create_app`: the plugins folder's FastAPI apps mounted by `init_plugins`, its
+    auth manager, middlewares and UI), served over HTTP; the base URL."""
     from airflow import plugins_manager
-    from airflow.api_fastapi.app import init_plugins
-    from fastapi import FastAPI
+    from airflow.api_fastapi.app import create_app
 
-    root = FastAPI()
-    init_plugins(root)
     names = {app["name"] for app in plugins_manager.get_fastapi_plugins()[0]}
     assert {"elevation_slack", "elevation_audit"} <= names, names
-    return serve_app(root)
+    return serve_app(create_app("core"))

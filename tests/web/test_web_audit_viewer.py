@@ -48,12 +48,14 @@ def token_for(manager, name: str = "viewer", role: str = "viewer") -> str:  # no
     return manager.generate_jwt(SimpleAuthManagerUser(username=name, role=role))
 
 
-def test_the_ui_has_an_audit_entry_pointing_at_the_app() -> None:
-    from airflow import plugins_manager
-
-    views, _ = plugins_manager._get_ui_plugins()
-    audit = [view for view in views if view["name"] == "Audit"]
-    assert audit and audit[0]["href"] == "elevation/audit/" and audit[0]["destination"] == "nav"
+def test_the_ui_has_an_audit_entry_pointing_at_the_app(api, airflow_auth) -> None:  # noqa: ANN001
+    """What the UI reads to build its navigation, from the API server itself."""
+    answer = httpx.get(f"{api}/api/v2/plugins", headers={"Authorization": f"Bearer {token_for(airflow_auth, 'a', 'admin')}"})
+    assert answer.status_code == 200, answer.text
+    [plugin] = [plugin for plugin in answer.json()["plugins"] if plugin["name"] == "elevation"]
+    [audit] = [view for view in plugin["external_views"] if view["name"] == "Audit"]
+    assert audit["href"] == "elevation/audit/" and audit["destination"] == "nav"
+    assert {app["url_prefix"] for app in plugin["fastapi_apps"]} == {"/elevation/slack", "/elevation/audit"}
 
 
 def test_anonymous_and_forged_tokens_are_refused(reports, api, airflow_auth) -> None:  # noqa: ANN001
