@@ -217,3 +217,38 @@ def test_approvers_are_the_policys_for_the_account_never_the_requester_unless_se
     selfish = Policy(people=people, approvers=rules, allow_self_approval=True)
     assert logins(approvers_for(selfish, "BOB@example.com", "111122223333", [])) == ["carol", "dave"]
     assert logins(approvers_for(selfish, "bob", "444455556666", ["ou-prod-11111111"])) == ["bob", "carol"]
+
+
+def test_a_grant_aws_did_not_confirm_reaches_the_requester_and_the_admins(
+    world, configure, file_request, make_runtime, engine, slack
+):
+    from elevation.lifecycle import Status
+
+    configure({"notifications": NOTIFICATIONS})
+    now = datetime.now(UTC)
+    request = file_request(requester="alice", account_id="media-stg", start_at=now, duration_minutes=60)
+    runtime = make_runtime(as_of=now, clock=lambda: now)
+    run_intake(runtime)
+    with engine.begin() as conn:
+        queue.insert_action(conn, request, "approve", "bob")
+    run_intake(runtime)
+    with engine.begin() as conn:  # as the grant does when AWS reports the creation FAILED
+        queue.transition(conn, request, expected=Status.APPROVED, target=Status.FAILED,
+                         reason_code="grant_not_confirmed", actor="dag:elevation_grants/x", at=now,
+                         reason="CreateAccountAssignment FAILED: <!channel> quota")
+    step(make_runtime, now, lifecycle=False)
+    alice = texts(slack, "alice@example.com")
+    assert alice[0].endswith("was approved by bob.") and alice[1].endswith("could not be granted")
+    [admins] = slack.messages_to("#elevation-admin")
+    assert admins.text.startswith(f"Request {request}: PowerUserAccess on media-stg")
+    assert "&lt;!channel&gt; quota" in json.dumps(admins.blocks)
+
+
+def test_the_dag_runs_the_job(world, configure, file_request, run_dag, slack):
+    configure({"notifications": NOTIFICATIONS})
+    request = file_request(requester="alice", account_id="media-stg")
+    now = datetime.now(UTC)
+    assert run_dag("elevation_intake", now).state == "success"
+    assert run_dag("elevation_notify", now).state == "success"
+    [pending] = slack.messages_to("bob@example.com")
+    assert pending.text.startswith(f"Access request {request}:")

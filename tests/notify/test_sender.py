@@ -216,3 +216,12 @@ def test_two_senders_at_once_never_send_one_message_twice(queue_url, slack):
 def test_two_senders_at_once_never_send_one_message_twice_on_postgresql(postgres_url, slack):
     upgrade(create_engine_for_url(postgres_url))
     _two_senders_at_once(postgres_url, slack)
+
+
+@pytest.mark.postgres
+def test_enqueue_ignores_a_key_it_has_on_postgresql(postgres_url):
+    engine = create_engine_for_url(postgres_url)
+    upgrade(engine)
+    assert put(engine, entry("a", "#security"), entry("b", "#security"), at=NOW) == 2
+    assert put(engine, entry("a", "#security", "other"), entry("c", "#security"), at=NOW) == 1
+    assert outbox.payload(state(engine)["a"])["text"] == "hello"
