@@ -19,6 +19,8 @@ import sqlalchemy as sa
 from slack_sdk.signature import SignatureVerifier
 
 from elevation.devkit.slack_fake import SlackFake
+from elevation.notify.messages import RequestView, request_pending
+from elevation.store import queue
 from elevation.store.tables import actions
 
 SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"  # a test value; real ones live in the connection only
@@ -66,7 +68,7 @@ def response_url() -> Iterator[ResponseUrl]:
 
 
 @pytest.fixture
-def posted(slack: SlackFake) -> Callable[[int], tuple[str, str]]:
+def posted(slack: SlackFake, engine) -> Callable[[int], tuple[str, str]]:  # noqa: ANN001
     """The approval message for a request, as the notifier would post it: (channel id, ts)."""
     from slack_sdk import WebClient
 
@@ -74,19 +76,17 @@ def posted(slack: SlackFake) -> Callable[[int], tuple[str, str]]:
 
     def _post(request_id: int) -> tuple[str, str]:
         client = WebClient(token=slack.token, base_url=slack.base_url)
-        answer = client.chat_postMessage(channel=channel, text=f"Request {request_id} needs a decision", blocks=[
-            {"type": "section", "text": {"type": "mrkdwn", "text": f"Request {request_id} needs a decision"}},
-            {"type": "actions", "elements": [
-                {"type": "button", "action_id": "elevation_approve", "value": str(request_id),
-                 "text": {"type": "plain_text", "text": "Approve"}},
-                {"type": "button", "action_id": "elevation_reject", "value": str(request_id),
-                 "text": {"type": "plain_text", "text": "Reject"}}]}])
+        with engine.connect() as conn:
+            row = queue.get_request(conn, request_id)
+        message = request_pending(RequestView.from_row(row))  # the notifier's own message, with its buttons
+        answer = client.chat_postMessage(channel=channel, text=message.text, blocks=message.blocks)
         return channel, answer["ts"]
 
     return _post
 
 
-def click_body(request_id: int, slack_user: str, action_id: str, where: tuple[str, str], response_url: str) -> bytes:
+def click_body(request_id: int, slack_user: str, action_id: str, where: tuple[str, str], response_url: str,
+               blocks: list[dict[str, Any]] | None = None) -> bytes:
     payload = {
         "type": "block_actions",
         "user": {"id": slack_user, "username": "someone", "team_id": "T0FAKE"},
@@ -94,6 +94,7 @@ def click_body(request_id: int, slack_user: str, action_id: str, where: tuple[st
         "container": {"type": "message", "channel_id": where[0], "message_ts": where[1]},
         "channel": {"id": where[0], "name": "approvals"},
         "response_url": response_url,
+        "message": {"type": "message", "ts": where[1], "text": "Access request", "blocks": blocks or []},
         "actions": [{"type": "button", "action_id": action_id, "value": str(request_id),
                      "block_id": "decide", "action_ts": f"{time.time():.6f}"}],
     }
@@ -137,7 +138,8 @@ def test_a_signed_click_is_recorded_applied_by_intake_and_the_message_updated(
     request = file_request(requester="alice", account_id="media-stg")  # Staging: bob approves
     where = posted(request)
     bob = slack.add_user("bob@example.com", "Bob Berg")
-    body = click_body(request, bob, "elevation_approve", where, response_url.url)
+    [original] = [m for m in slack.messages if m.ts == where[1]]
+    body = click_body(request, bob, "elevation_approve", where, response_url.url, original.blocks)
 
     headers = signed(body)
     assert post(plugin_server, body, headers).status_code == 200
@@ -148,6 +150,8 @@ def test_a_signed_click_is_recorded_applied_by_intake_and_the_message_updated(
         ("approve", "bob", "via Slack", "applied")
     message = wait_for(lambda: [m for m in slack.messages if m.ts == where[1] and m.updated])[0]
     assert "approved by bob" in message.text and "button" not in json.dumps(message.blocks)  # buttons gone
+    assert message.blocks[0] == original.blocks[0] and "deploy hotfix" in json.dumps(message.blocks)  # the request
+    assert "approved by bob (via Slack)" in message.blocks[-1]["text"]["text"]
     assert [args.get("user") for method, args in slack.calls if method == "users.info"] == [bob]
 
     # The same request again, word for word, within the five minutes (a replay): refused, nothing recorded.

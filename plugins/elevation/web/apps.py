@@ -118,9 +118,16 @@ class SlackReplies:
 
     def send(self, click: Click, message: dict[str, Any]) -> None:
         if message.get("replace_original") and click.channel_id and click.message_ts:
-            self._client().chat_update(channel=click.channel_id, ts=click.message_ts, text=message["text"],
-                                       blocks=message.get("blocks"))
-        elif click.response_url:
+            try:
+                self._client().chat_update(channel=click.channel_id, ts=click.message_ts, text=message["text"],
+                                           blocks=message.get("blocks"))
+                return
+            except Exception:
+                if not click.response_url:
+                    raise
+                log.warning("chat.update of the message of request %s failed; answering through the "
+                            "response_url", click.request_id, exc_info=True)
+        if click.response_url:
             from slack_sdk.webhook import WebhookClient
 
             response = WebhookClient(click.response_url).send_dict(message)

@@ -85,6 +85,7 @@ class Click:
     response_url: str | None
     channel_id: str | None
     message_ts: str | None
+    message_blocks: tuple[dict[str, Any], ...] = ()  # the clicked message's blocks, as Slack sent them
 
 
 def parse_click(body: bytes) -> Click:
@@ -110,6 +111,8 @@ def parse_click(body: bytes) -> Click:
     container = payload.get("container") if isinstance(payload.get("container"), dict) else {}
     channel = payload.get("channel") if isinstance(payload.get("channel"), dict) else {}
     response_url = payload.get("response_url")  # signed by Slack with the rest of the body
+    message = payload.get("message") if isinstance(payload.get("message"), dict) else {}
+    blocks = message.get("blocks") if isinstance(message.get("blocks"), list) else []
     return Click(
         decision=decision,
         request_id=int(value),
@@ -118,6 +121,7 @@ def parse_click(body: bytes) -> Click:
         response_url=str(response_url) if response_url else None,
         channel_id=container.get("channel_id") or channel.get("id"),
         message_ts=container.get("message_ts"),
+        message_blocks=tuple(block for block in blocks if isinstance(block, dict)),
     )
 
 
@@ -138,8 +142,9 @@ def outcome_message(click: Click, actor: str, outcome: str | None, reason: str |
                 f":no_entry: Request {click.request_id} {PAST[click.decision]} by {actor} ({COMMENT}).")
         if status:
             text += f" Status: {status}."
+        kept = [block for block in click.message_blocks if block.get("type") != "actions"]  # the buttons go
         return {"replace_original": True, "text": text,
-                "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": _escape(text)}}]}
+                "blocks": [*kept, {"type": "section", "text": {"type": "mrkdwn", "text": _escape(text)}}]}
     if outcome == "refused":
         text = f"Your {click.decision} of request {click.request_id} was refused: {reason or 'no reason given'}"
     else:
