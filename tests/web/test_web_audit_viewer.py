@@ -128,3 +128,34 @@ def test_nothing_outside_the_reports_folder_is_served(reports, api, airflow_auth
     status, body = get(raw)
     assert status in (400, 403, 404), (raw, status, body)
     assert "TOP SECRET" not in body and "root:" not in body
+
+
+def test_reports_in_s3_are_read_through_the_s3_hook_of_reports_conn_id(
+    world, tmp_path, monkeypatch, api, airflow_auth
+):  # noqa: ANN001
+    s3 = world.emulator.client("s3")
+    s3.create_bucket(Bucket="audit-reports")
+    for key, body in {
+        "elevation/2026-11-27/index.html": "<title>night 27</title>",
+        "elevation/2026-11-28/index.html": "<title>night 28</title>",
+        "elevation/sessions/5.html": "<title>Session 5 in S3</title>",
+        "elevation/sessions/5.events.csv": "eventID\ne1\n",
+        "secret.txt": "TOP SECRET",
+    }.items():
+        s3.put_object(Bucket="audit-reports", Key=key, Body=body.encode())
+    config = tmp_path / "elevation.yaml"
+    config.write_text("audit:\n  reports_location: s3://audit-reports/elevation\n  reports_conn_id: aws_default\n",
+                      encoding="utf-8")
+    monkeypatch.setenv("ELEVATION_CONFIG", str(config))
+
+    with httpx.Client(base_url=api, headers={"Authorization": f"Bearer {token_for(airflow_auth)}"}) as client:
+        landing = client.get("/elevation/audit/").text
+        assert landing.index("2026-11-28") < landing.index("2026-11-27")
+        report = client.get("/elevation/audit/sessions/5.html")
+        assert report.status_code == 200 and report.text == "<title>Session 5 in S3</title>"
+        assert report.headers["content-type"] == "text/html; charset=utf-8"
+        assert report.headers["x-content-type-options"] == "nosniff"
+        night = client.get("/elevation/audit/2026-11-28/", follow_redirects=True)
+        assert night.status_code == 200 and night.text == "<title>night 28</title>"
+        assert client.get("/elevation/audit/sessions/6.html").status_code == 404
+        assert client.get("/elevation/audit/sessions/..%2f..%2fsecret.txt").status_code == 404
