@@ -5,6 +5,8 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import Asset, Param, dag, task
 
+from elevation.alerts import task_failed
+
 DOC = """
 ### Session audit
 Runs when `elevation_extract` updates the `elevation_cloudtrail_events` Asset. For every session of that night:
@@ -28,7 +30,9 @@ with the `night` parameter, after that night's extract.
     catchup=False,
     max_active_runs=1,
     tags=["elevation", "audit"],
-    default_args={"owner": "security", "retries": 1},
+    default_args={"owner": "security", "retries": 1,
+                  "execution_timeout": pendulum.duration(hours=4),
+                  "on_failure_callback": task_failed},
     doc_md=DOC,
     params={"night": Param(None, type=["null", "string"], format="date", title="Night (YYYY-MM-DD; empty: the extracted one)")},
 )

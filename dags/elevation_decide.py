@@ -5,6 +5,8 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import Param, dag, task
 
+from elevation.alerts import task_failed
+
 DOC = """
 ### Decide on a request
 Approve or reject a pending request, cancel your own request, or end an active session early (requester or
@@ -21,7 +23,9 @@ run has no user (e.g. `airflow dags test`).
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     tags=["elevation", "form"],
-    default_args={"owner": "platform", "retries": 0},
+    default_args={"owner": "platform", "retries": 0,
+                  "execution_timeout": pendulum.duration(minutes=10),
+                  "on_failure_callback": task_failed},
     doc_md=DOC,
     params={
         "request_id": Param(0, type="integer", minimum=1, title="Request id"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import Asset, Param, dag, task
 
+from elevation.alerts import task_failed
 from elevation.lake_wait import WaitForLakeQueriesOperator
 
 EXTRACTED = Asset("elevation_cloudtrail_events")
@@ -37,7 +38,9 @@ events into Parquet under `extract.output_location`, partition `date=YYYY-MM-DD/
     catchup=False,
     max_active_runs=1,
     tags=["elevation", "audit", "cloudtrail"],
-    default_args={"owner": "security", "retries": 2, "retry_delay": pendulum.duration(minutes=5)},
+    default_args={"owner": "security", "retries": 2, "retry_delay": pendulum.duration(minutes=5),
+                  "execution_timeout": pendulum.duration(hours=4),
+                  "on_failure_callback": task_failed},
     doc_md=DOC,
     params={"night": Param(None, type=["null", "string"], format="date", title="Night (YYYY-MM-DD; empty: yesterday)")},
 )

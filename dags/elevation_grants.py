@@ -5,6 +5,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import dag, task
 
+from elevation.alerts import task_failed
 from elevation.pools import IDENTITY_CENTER_POOL
 
 DOC = """
@@ -31,7 +32,9 @@ Each run acts as of its logical date, so `airflow dags test elevation_grants <da
     catchup=False,
     max_active_runs=1,
     tags=["elevation", "identity-center"],
-    default_args={"owner": "platform", "retries": 2, "retry_delay": pendulum.duration(seconds=20)},
+    default_args={"owner": "platform", "retries": 2, "retry_delay": pendulum.duration(seconds=20),
+                  "execution_timeout": pendulum.duration(minutes=30),
+                  "on_failure_callback": task_failed},
     doc_md=DOC,
 )
 def elevation_grants() -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import dag, task
 
+from elevation.alerts import task_failed
+
 DOC = """
 ### Intake
 Every minute, on its own (so decisions, validation and early revocations never wait behind a grant):
@@ -28,7 +30,9 @@ missing (create it with `elevation db upgrade`, or `airflow pools set elevation_
     catchup=False,
     max_active_runs=1,
     tags=["elevation", "identity-center"],
-    default_args={"owner": "platform", "retries": 2, "retry_delay": pendulum.duration(seconds=20)},
+    default_args={"owner": "platform", "retries": 2, "retry_delay": pendulum.duration(seconds=20),
+                  "execution_timeout": pendulum.duration(minutes=10),
+                  "on_failure_callback": task_failed},
     doc_md=DOC,
 )
 def elevation_intake() -> None:

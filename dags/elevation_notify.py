@@ -5,6 +5,8 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import dag, task
 
+from elevation.alerts import task_failed
+
 DOC = """
 ### Notifications (Slack)
 Every minute, on its own (Slack being slow or down never holds up a grant or a revoke):
@@ -29,7 +31,9 @@ Off until `notifications.enabled: true`. **Stuck messages** show on the heartbea
     catchup=False,
     max_active_runs=1,
     tags=["elevation", "slack"],
-    default_args={"owner": "platform", "retries": 2, "retry_delay": pendulum.duration(seconds=20)},
+    default_args={"owner": "platform", "retries": 2, "retry_delay": pendulum.duration(seconds=20),
+                  "execution_timeout": pendulum.duration(minutes=10),
+                  "on_failure_callback": task_failed},
     doc_md=DOC,
 )
 def elevation_notify() -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import dag, task
 
+from elevation.alerts import task_failed
+
 DOC = """
 ### Reconcile
 Every hour, as of its logical time: lists the assignments of the configured scope (`reconcile.accounts` and
@@ -31,7 +33,9 @@ reconcile reports location; `elevation drift` prints the open items.
     catchup=False,
     max_active_runs=1,
     tags=["elevation", "identity-center", "audit"],
-    default_args={"owner": "security", "retries": 1, "retry_delay": pendulum.duration(minutes=2)},
+    default_args={"owner": "security", "retries": 1, "retry_delay": pendulum.duration(minutes=2),
+                  "execution_timeout": pendulum.duration(hours=1),
+                  "on_failure_callback": task_failed},
     doc_md=DOC,
 )
 def elevation_reconcile() -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import Param, dag, task
 
+from elevation.alerts import task_failed
+
 DOC = """
 ### Request temporary access
 Fill in the form (**Trigger DAG**). You request as yourself: the requester is your Airflow login (or email),
@@ -21,7 +23,9 @@ Approvers decide with the `elevation_decide` form, the `elevation` command line,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     tags=["elevation", "form"],
-    default_args={"owner": "platform", "retries": 0},
+    default_args={"owner": "platform", "retries": 0,
+                  "execution_timeout": pendulum.duration(minutes=10),
+                  "on_failure_callback": task_failed},
     doc_md=DOC,
     params={
         "requester": Param(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import dag, task
 
+from elevation.alerts import task_failed
+
 DOC = """
 ### Revocations
 Every minute, moves `active` requests whose end time has passed (by the run's logical time or the real
@@ -26,7 +28,9 @@ all it can, so failure alerts fire. Each run writes a heartbeat row (`elevation_
     catchup=False,
     max_active_runs=1,
     tags=["elevation", "identity-center"],
-    default_args={"owner": "platform", "retries": 0},
+    default_args={"owner": "platform", "retries": 0,
+                  "execution_timeout": pendulum.duration(minutes=30),
+                  "on_failure_callback": task_failed},
     doc_md=DOC,
 )
 def elevation_revocations() -> None:

@@ -1,0 +1,62 @@
+"""Every DAG alerts the admins' Slack channel when a task fails, through the Slack provider's notifier."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from elevation.alerts import failure_text, task_failed
+from elevation.devkit.slack_fake import SlackFake
+
+
+def context(error: Exception) -> dict:
+    ti = SimpleNamespace(dag_id="elevation_grants", task_id="grant", run_id="scheduled__2026-11-29T01:00:00+00:00",
+                         try_number=3, log_url="http://airflow.example.com/dags/elevation_grants/runs/x/tasks/grant")
+    return {"ti": ti, "exception": error}
+
+
+def test_the_alert_says_what_failed_why_and_links_the_log_with_the_error_escaped() -> None:
+    text = failure_text(context(RuntimeError("boom <!channel> & <@U123>")))
+    assert "*elevation_grants* task *grant* failed" in text and "try 3" in text
+    assert "RuntimeError: boom &lt;!channel&gt; &amp; &lt;@U123&gt;" in text and "<!channel>" not in text
+    assert "<http://airflow.example.com/dags/elevation_grants/runs/x/tasks/grant|Open the task's log>" in text
+
+
+@pytest.fixture
+def slack(monkeypatch: pytest.MonkeyPatch, configure):  # noqa: ANN001, ANN201
+    with SlackFake() as fake:
+        fake.add_channel("elevation-admins")
+        monkeypatch.setenv("AIRFLOW_CONN_SLACK_API_DEFAULT", fake.airflow_connection_json())
+        yield fake
+
+
+def test_a_failed_task_posts_to_the_admin_channel_once(slack, configure) -> None:  # noqa: ANN001
+    configure({"notifications": {"enabled": True, "admin_channel": "#elevation-admins"}})
+    task_failed(context(ValueError("approved requests overdue")))
+    posted = slack.messages_to("#elevation-admins")
+    assert len(posted) == 1 and "approved requests overdue" in posted[0].text
+
+
+def test_without_an_admin_channel_nothing_is_sent_and_nothing_raises(slack, configure) -> None:  # noqa: ANN001
+    configure({"notifications": {"enabled": True}})
+    task_failed(context(ValueError("x")))
+    assert slack.messages == []
+
+
+def test_slack_being_down_never_raises_from_the_callback(slack, configure) -> None:  # noqa: ANN001
+    configure({"notifications": {"enabled": True, "admin_channel": "#elevation-admins"}})
+    slack.fail_next(5, status=500)
+    task_failed(context(ValueError("x")))  # logged, not raised
+
+
+def test_every_dag_alerts_on_failure_and_has_a_timeout(dagbag) -> None:  # noqa: ANN001
+    for dag_id in dagbag.dag_ids:
+        dag = dagbag.get_dag(dag_id)
+        if not dag_id.startswith("elevation_"):
+            continue
+        for task in dag.tasks:
+            assert task.execution_timeout is not None, (dag_id, task.task_id)
+            callbacks = task.on_failure_callback if isinstance(task.on_failure_callback, list) else [
+                task.on_failure_callback]
+            assert task_failed in callbacks, (dag_id, task.task_id)
