@@ -21,7 +21,7 @@ import logging
 import os
 import re
 import zlib
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -417,6 +417,9 @@ def iter_records_from_path(
 
 #: Set to 0 to read every trail file through :func:`iter_records` (the benchmark's "before", and a way out).
 COLUMNAR_ENV = "ELEVATION_COLUMNAR_READS"
+#: Threads that parse trail files natively: one per core (the parse runs without the GIL; more threads than
+#: cores only fight over the GIL for the Python between the native calls).
+PARSE_THREADS = os.cpu_count() or 1
 #: userIdentity fields (and sessionContext.sessionIssuer fields) that say who acted: all the matcher reads.
 IDENTITY_FIELDS: tuple[str, ...] = ("type", "arn", "accountId", "accessKeyId", "principalId")
 ISSUER_FIELDS: tuple[str, ...] = ("type", "arn", "userName", "accountId", "principalId")
@@ -445,15 +448,28 @@ def _columns_schema() -> Any:
 
 @dataclass
 class TrailColumns:
-    """A trail file read natively (pyarrow.json, typed columns only): per record its event time and the index of
-    its identity among the file's distinct ones; the records themselves are parsed from `text` only if asked."""
+    """A trail file read natively (pyarrow.json, typed columns only): the first and last event time, the file's
+    distinct identities, and per record (on demand) its event time and the index of its identity; the records
+    themselves are parsed from `text` only if asked."""
 
     text: bytes
     count: int
-    times: list[str]  # per record, its eventTime (always CloudTrail's `YYYY-MM-DDTHH:MM:SSZ`, checked)
-    codes: list[int]  # per record, its index in `identities`
+    earliest: str  # event times are CloudTrail's `YYYY-MM-DDTHH:MM:SSZ` (checked), which sort as text
+    latest: str
     identities: list[tuple[str | None, ...]]  # distinct identities (see :func:`identity_of_key`)
+    _times: Any = None  # pyarrow arrays until asked for
+    _codes: Any = None
     _records: list[Any] | None = None
+
+    @functools.cached_property
+    def times(self) -> list[str]:
+        """Per record, its eventTime."""
+        return self._times.to_pylist()
+
+    @functools.cached_property
+    def codes(self) -> list[int]:
+        """Per record, the index of its identity in `identities`."""
+        return self._codes.to_pylist()
 
     def record(self, index: int) -> dict[str, Any]:
         """The whole record, as :func:`iter_records` gives it (the file's JSON is parsed on first use)."""
@@ -470,10 +486,12 @@ def identity_of_key(key: tuple[str | None, ...]) -> dict[str, Any]:
     return identity
 
 
-def parse_trail_file(data: bytes) -> tuple[bytes, Any, list[Any]] | None:
-    """The native half of :func:`read_trail_columns` (gunzip, pyarrow.json and the checks on typed columns, all
-    without the GIL, so the reading threads run it side by side): (the text, the eventTime column, the identity
-    columns), or None (see there)."""
+_SEPARATOR = "\x1f"
+
+
+def parse_trail_file(data: bytes) -> tuple[Any, ...] | None:
+    """The native half of :func:`read_trail_columns` (gunzip, pyarrow.json, the checks on the typed columns and the
+    distinct identities, all without the GIL, so the reading threads run it side by side), or None (see there)."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.json as pj
@@ -496,11 +514,12 @@ def parse_trail_file(data: bytes) -> tuple[bytes, Any, list[Any]] | None:
                 explicit_schema=_columns_schema(), unexpected_field_behavior="ignore"
             ),
         )
-        if table.num_rows != 1 or table.column("Records").null_count:
+        column = table.column("Records")
+        if table.num_rows != 1 or column.num_chunks != 1 or column.null_count:
             return None
-        records = table.column("Records").combine_chunks().flatten()
+        records = column.chunk(0).flatten()
         if not len(records):
-            return text, records.field("eventTime"), []
+            return (text,)
         event_id, event_time, event_name = (
             records.field(name) for name in ("eventID", "eventTime", "eventName")
         )
@@ -513,25 +532,31 @@ def parse_trail_file(data: bytes) -> tuple[bytes, Any, list[Any]] | None:
             return None
         if pc.strptime(event_time, format="%Y-%m-%dT%H:%M:%SZ", unit="s", error_is_null=True).null_count:
             return None
+        span = pc.min_max(event_time).as_py()
         # flatten(): a field of a missing userIdentity / sessionContext / sessionIssuer is missing (null) too
         *identity, context = records.field("userIdentity").flatten()
         (issuer,) = context.flatten()
+        keys = pc.binary_join_element_wise(
+            *identity, *issuer.flatten(), _SEPARATOR, null_handling="replace", null_replacement=""
+        )
+        encoded = pc.dictionary_encode(keys)
     except (zlib.error, pa.ArrowException, ValueError):
         return None
-    return text, event_time, [*identity, *issuer.flatten()]
+    return text, event_time, span["min"], span["max"], encoded.indices, encoded.dictionary
 
 
-def trail_columns(parsed: tuple[bytes, Any, list[Any]] | None) -> TrailColumns | None:
-    """The Python half of :func:`read_trail_columns`: the times and the file's distinct identities as values."""
+def trail_columns(parsed: tuple[Any, ...] | None) -> TrailColumns | None:
+    """The Python half of :func:`read_trail_columns`: the file's distinct identities as values."""
     if parsed is None:
         return None
-    text, event_time, identity = parsed
-    if not identity:
-        return TrailColumns(text, 0, [], [], [])
-    columns = [field.to_pylist() for field in identity]
-    distinct: dict[tuple[str | None, ...], int] = {}
-    codes = [distinct.setdefault(key, len(distinct)) for key in zip(*columns, strict=True)]
-    return TrailColumns(text, len(codes), event_time.to_pylist(), codes, list(distinct))
+    if len(parsed) == 1:
+        return TrailColumns(parsed[0], 0, "", "", [])
+    text, times, earliest, latest, codes, dictionary = parsed
+    width = len(IDENTITY_FIELDS) + len(ISSUER_FIELDS)
+    identities = [tuple(value or None for value in key.split(_SEPARATOR)) for key in dictionary.to_pylist()]
+    if any(len(identity) != width for identity in identities):  # a separator inside a value
+        return None
+    return TrailColumns(text, len(codes), earliest, latest, identities, times, codes)
 
 
 def read_trail_columns(data: bytes) -> TrailColumns | None:
@@ -581,17 +606,23 @@ def screened_records(
     if not columns.count:
         return
     ((low, high),) = _text_windows([(start, end)])
-    times = columns.times
-    in_span = [low <= moment <= high for moment in times]
-    if not any(in_span):
+    earliest, latest = columns.earliest, columns.latest
+    if latest < low or high < earliest:
         return
     principals = [_principal(screen, key) for key in columns.identities]
-    earliest, latest = min(times), max(times)
     if not any(first <= latest and earliest <= last for first, last in _text_windows(screen.all_windows())):
         # no record of the file can be a session's (the usual case): only note where each principal was seen
-        for code in {code for code, inside in zip(columns.codes, in_span, strict=True) if inside}:
+        if low <= earliest and latest <= high:
+            seen: Iterable[int] = range(len(principals))
+        else:
+            seen = {
+                c for c, moment in zip(columns.codes, columns.times, strict=True) if low <= moment <= high
+            }
+        for code in seen:
             screen.remember(principals[code], locator)
         return
+    times = columns.times
+    in_span = [low <= moment <= high for moment in times]
     known = screen.knowledge()
     windows = [_text_windows(screen.match_windows(principal)) for principal in principals]
     waiting: set[int] = set()

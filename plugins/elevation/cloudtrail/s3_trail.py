@@ -21,6 +21,7 @@ from typing import Any
 
 from elevation.cloudtrail.matcher import DerivedCredential, parse_assumed_role_arn
 from elevation.cloudtrail.records import (
+    PARSE_THREADS,
     MalformedLogFile,
     SourceReport,
     SourceWarning,
@@ -196,14 +197,16 @@ class S3TrailSource:
         self, keys: Iterable[str], columnar: bool = False
     ) -> Iterator[tuple[str, bytes | Exception, Any]]:
         """(key, bytes or the error, the file parsed natively or None) in key order, with up to `prefetch` GETs in
-        flight; with `columnar`, the reading threads also decompress and parse (both release the GIL)."""
+        flight; with `columnar`, each file fetched is also decompressed and parsed ahead (without the GIL), by
+        as many threads as there are cores (more would only fight over the GIL)."""
+        parsers = ThreadPoolExecutor(max_workers=PARSE_THREADS, thread_name_prefix="trail-parse")
 
-        def fetch(key: str) -> tuple[bytes, Any]:
+        def fetch(key: str) -> tuple[bytes, Future[Any] | None]:
             data = self._fetch(key)
-            return data, (parse_trail_file(data) if columnar else None)
+            return data, (parsers.submit(parse_trail_file, data) if columnar else None)
 
-        with ThreadPoolExecutor(max_workers=self.prefetch, thread_name_prefix="trail-get") as pool:
-            window: deque[tuple[str, Future[tuple[bytes, Any]]]] = deque()
+        with parsers, ThreadPoolExecutor(max_workers=self.prefetch, thread_name_prefix="trail-get") as pool:
+            window: deque[tuple[str, Future[tuple[bytes, Future[Any] | None]]]] = deque()
             for key in keys:
                 window.append((key, pool.submit(fetch, key)))
                 if len(window) >= self.prefetch * 2:
@@ -212,12 +215,17 @@ class S3TrailSource:
                 yield self._result(*window.popleft())
 
     @staticmethod
-    def _result(key: str, future: Future[tuple[bytes, Any]]) -> tuple[str, bytes | Exception, Any]:
+    def _result(
+        key: str, future: Future[tuple[bytes, Future[Any] | None]]
+    ) -> tuple[str, bytes | Exception, Any]:
         try:
-            data, parsed = future.result()
+            data, parsing = future.result()
         except Exception as error:  # reported per object, the night goes on
             return key, error, None
-        return key, data, parsed
+        try:
+            return key, data, (parsing.result() if parsing is not None else None)
+        except Exception:  # not parsed natively: read the ordinary way
+            return key, data, None
 
     def _read_objects(
         self, keys: Iterable[str], start: datetime, end: datetime
