@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 
 from conftest import shared_data
-from elevation.cloudtrail.records import MalformedLogFile, iter_records, iter_records_from_path
+from elevation.cloudtrail.records import (
+    MalformedLogFile,
+    identity_of_key,
+    iter_records,
+    iter_records_from_path,
+    read_trail_columns,
+)
 
 EVENT = {"eventID": "e1", "eventTime": "2024-07-31T13:06:24Z", "eventName": "StopLogging"}
 
@@ -121,3 +127,52 @@ def test_lower_cased_field_names_are_restored() -> None:
     (record,) = iter_records(json.dumps([lowered]).encode(), "lake-export.json")
     assert record["eventName"] == "GetRecords" and record["eventID"] == "e1"
     assert record["userIdentity"] == {"arn": lowered["useridentity"]["arn"], "principalId": "AROA:s"}
+
+
+def _trail(records: list[dict]) -> bytes:
+    return gzip.compress(json.dumps({"Records": records}).encode())
+
+
+IDENTITY = {
+    "type": "AssumedRole",
+    "arn": "arn:aws:sts::111111111111:assumed-role/R/u",
+    "principalId": "AROAX:u",
+    "accessKeyId": "ASIAX",
+    "sessionContext": {"sessionIssuer": {"type": "Role", "userName": "R"}},
+}
+
+
+def test_the_columnar_reader_gives_times_and_distinct_identities() -> None:
+    records = [EVENT | {"eventID": f"e{i}", "userIdentity": IDENTITY if i % 2 else None} for i in range(5)]
+    columns = read_trail_columns(_trail(records))
+    assert columns is not None and columns.count == 5
+    assert columns.times == [EVENT["eventTime"]] * 5
+    assert (columns.earliest, columns.latest) == (EVENT["eventTime"], EVENT["eventTime"])
+    assert len(columns.identities) == 2 and columns.codes == [0, 1, 0, 1, 0]
+    with_identity = identity_of_key(columns.identities[1])
+    assert (
+        with_identity["arn"] == IDENTITY["arn"]
+        and with_identity["sessionContext"]["sessionIssuer"]["userName"] == "R"
+    )
+    assert columns.record(3) == records[3]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        gzip.compress(json.dumps({"Records": [EVENT]}, indent=1).encode()),  # pretty-printed
+        _trail([EVENT | {"eventTime": "2024-07-31T13:06:24.5Z"}]),  # not CloudTrail's exact time form
+        _trail([EVENT | {"eventTime": "2024-13-31T13:06:24Z"}]),  # no such month
+        _trail([{"eventid": "e1", "eventtime": EVENT["eventTime"], "eventname": "X"}]),  # lower-cased names
+        _trail([EVENT | {"eventID": ""}]),
+        _trail([EVENT | {"userIdentity": "root"}]),  # a field of another type
+        _trail([EVENT | {"userIdentity": {"arn": "a\x1fb"}}]),  # the identity separator inside a value
+        gzip.compress(json.dumps({"Records": [EVENT]}).encode())[:-3],  # truncated
+        gzip.compress(b'{"Records": []}')
+        + gzip.compress(json.dumps({"Records": [EVENT]}).encode()),  # 2 members
+        json.dumps([EVENT]).encode(),  # a JSON array
+        b'\xef\xbb\xbf{"Records": []}',
+    ],
+)
+def test_the_columnar_reader_leaves_unusual_files_to_the_ordinary_one(data: bytes) -> None:
+    assert read_trail_columns(data) is None
