@@ -81,3 +81,16 @@ def test_the_replay_memory_forgets_what_is_too_old_to_be_accepted_anyway() -> No
                                  "x-slack-signature": SignatureVerifier("s3cret").generate_signature(
                                      timestamp=str(int(now[0])), body=raw)})
     assert len(check._seen) == 1  # the first one was forgotten
+
+
+def test_loading_the_plugin_builds_no_app() -> None:
+    """Airflow imports the plugin module in every process that loads plugins: it must stay cheap."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    code = ("import sys; import elevation_plugin; "
+            "assert not [m for m in sys.modules if m.startswith(('elevation.web', 'fastapi', 'slack_sdk'))], "
+            "sorted(m for m in sys.modules if m.startswith(('elevation.web', 'fastapi', 'slack_sdk')))")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO / "plugins", capture_output=True, text=True)
