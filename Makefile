@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__CORE__UNIT_TEST_MODE := False
 
-.PHONY: demo test soak lint bench clean
+.PHONY: demo test test-ui airflow soak lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,16 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The real Airflow UI (api-server, scheduler, dag-processor, triggerer) on http://127.0.0.1:$(AIRFLOW_PORT) with the
+# project's DAGs, the AWS emulator, a SQLite queue and a fake Slack; prints who to log in as. Ctrl-C stops it all.
+AIRFLOW_PORT ?= 8080
+airflow: $(STAMP)
+	$(BIN)/python -m elevation.devkit.airflow_local --port $(AIRFLOW_PORT)
+
+# Only the end-to-end test through Airflow's real processes (also part of `make test`).
+test-ui: $(STAMP)
+	$(BIN)/python -m pytest -m airflow_e2e -s $(PYTEST_ARGS)
 
 # Many more simulated days than `make test` plays (tests/simulation): prints the days run and the invariant
 # violations found (0 expected), by kind with their seeds; each failing day's report goes to $(SOAK_REPORTS).
@@ -49,4 +59,4 @@ bench: $(STAMP)  # each prints its numbers and the machine; BENCHMARKS.md record
 	$(BIN)/python benchmarks/bench_reconcile.py
 
 clean:
-	rm -rf $(VENV) .demo .pytest_cache .ruff_cache
+	rm -rf $(VENV) .demo .airflow .pytest_cache .ruff_cache

@@ -1,0 +1,253 @@
+"""`make airflow`: the real Airflow UI on this machine, against the same embedded environment as `make demo`.
+
+Starts the AWS emulator with the demo organization, a SQLite queue, `SlackFake` (a fake Slack Web API; the messages
+it receives are printed here), and Airflow's own processes (api-server, scheduler, dag-processor, triggerer;
+LocalExecutor, SQLite metadata, the Simple auth manager with known passwords), all under `--dir` (default
+`.airflow`, emptied at start). It prints where to log in and as whom, and stops on Ctrl-C or SIGTERM,
+killing every process it started (each in its own process group, by pid).
+
+The e2e test (tests/test_airflow_ui_e2e.py) starts the same thing with :class:`LocalAirflow`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from elevation.devkit.demo import REPO, airflow_environment
+
+#: Airflow users (the policy's logins, so the approvers are who the approvals are assigned to) and their roles.
+ROLES = {"alice": "USER", "bob": "USER", "carol": "USER", "dave": "USER", "erin": "USER", "hanako": "USER",
+         "admin": "ADMIN"}
+#: The API user that closes approvals decided elsewhere (connection `elevation_airflow_api`).
+SYSTEM_USER = "elevation-system"
+AIRFLOW_PROCESSES = ("api-server", "scheduler", "dag-processor", "triggerer")
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def password_of(login: str) -> str:
+    """Known passwords, for a local sandbox only."""
+    return f"{login}-pw"
+
+
+class LocalAirflow:
+    """The emulator, the queue, SlackFake and Airflow's processes under `folder`. `start()`, then `stop()`."""
+
+    def __init__(self, folder: Path, port: int = 0, dags: Path | None = None) -> None:
+        self.folder = folder.resolve()
+        self.port = port or free_port()
+        self.dags = (dags or REPO / "dags").resolve()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.env: dict[str, str] = {}
+        self.accounts: dict[str, str] = {}
+        self.emulator: Any = None
+        self.slack: Any = None
+        self.queue_url = ""
+
+    # --- start --------------------------------------------------------------------------------------------
+
+    def start(self, timeout: float = 180.0) -> LocalAirflow:
+        try:
+            self._prepare()
+            self._migrate()
+            for name in AIRFLOW_PROCESSES:
+                self._spawn(name)
+            self.wait_healthy(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _prepare(self) -> None:
+        from elevation.devkit.emulator import AwsEmulator
+        from elevation.devkit.sandbox import _set_up
+        from elevation.devkit.slack_fake import SlackFake
+        from elevation.devkit.world import PEOPLE
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.emulator = AwsEmulator(port=0).start()
+        env, self.accounts, _ = _set_up(self.emulator, self.folder, self.dags)
+        self.slack = SlackFake().start()
+        for login, (_, _, email, _) in PEOPLE.items():
+            self.slack.add_user(email, login)
+        for channel in ("security", "elevation-admin"):
+            self.slack.add_channel(channel)
+        self._enable_notifications(Path(env["ELEVATION_CONFIG"]))
+        home = self.folder / "airflow"
+        passwords = home / "passwords.json"
+        home.mkdir(parents=True, exist_ok=True)
+        users = {**ROLES, SYSTEM_USER: "USER"}
+        passwords.write_text(json.dumps({login: password_of(login) for login in users}), encoding="utf-8")
+        self.queue_url = env["ELEVATION_DATABASE_URL"]
+        self.env = {
+            **{key: value for key, value in os.environ.items() if not key.startswith(("AIRFLOW", "ELEVATION"))},
+            **env,
+            **airflow_environment(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags),
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            "AIRFLOW__CORE__AUTH_MANAGER":
+                "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{u}:{r}" for u, r in users.items()),
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.base_url}/execution/",
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(self.port),
+            "AIRFLOW__API__BASE_URL": self.base_url,
+            "AIRFLOW__API_AUTH__JWT_SECRET": os.urandom(32).hex(),
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
+            "AIRFLOW_CONN_SLACK_API_DEFAULT": self.slack.airflow_connection_json(),
+            "AIRFLOW_CONN_ELEVATION_AIRFLOW_API": json.dumps(
+                {"conn_type": "http", "host": self.base_url, "login": SYSTEM_USER,
+                 "password": password_of(SYSTEM_USER)}),
+        }
+
+    def _enable_notifications(self, config: Path) -> None:
+        import yaml
+
+        document = yaml.safe_load(config.read_text(encoding="utf-8"))
+        document["notifications"] = {"enabled": True, "slack_conn_id": "slack_api_default",
+                                     "security_channel": "#security", "admin_channel": "#elevation-admin"}
+        config.write_text(yaml.safe_dump(document, allow_unicode=True, sort_keys=False), encoding="utf-8")
+
+    def _migrate(self) -> None:
+        from elevation.pools import (
+            IDENTITY_CENTER_POOL,
+            IDENTITY_CENTER_POOL_DESCRIPTION,
+            IDENTITY_CENTER_POOL_SLOTS,
+        )
+
+        log = (self.folder / "setup.log").open("ab")
+        airflow = str(BIN / "airflow")
+        subprocess.run([airflow, "db", "migrate"], env=self.env, check=True, stdout=log, stderr=log)
+        subprocess.run([airflow, "pools", "set", IDENTITY_CENTER_POOL, str(IDENTITY_CENTER_POOL_SLOTS),
+                        IDENTITY_CENTER_POOL_DESCRIPTION], env=self.env, check=True, stdout=log, stderr=log)
+
+    def _spawn(self, name: str) -> None:
+        logs = self.folder / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        out = (logs / f"{name}.log").open("ab")
+        # Its own process group: stop() ends it and every child it forked (gunicorn/uvicorn workers, task runners).
+        args = ["--host", "127.0.0.1", "--port", str(self.port)] if name == "api-server" else []
+        self.processes[name] = subprocess.Popen([str(BIN / "airflow"), name, *args], env=self.env, stdout=out,
+                                                stderr=subprocess.STDOUT, start_new_session=True, cwd=self.folder)
+
+    def wait_healthy(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for name, process in self.processes.items():
+                if process.poll() is not None:
+                    raise RuntimeError(f"airflow {name} exited with {process.returncode}: see "
+                                       f"{self.folder / 'logs' / (name + '.log')}")
+            try:
+                with urllib.request.urlopen(f"{self.base_url}/api/v2/monitor/health", timeout=5) as answer:
+                    if answer.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(1)
+        raise TimeoutError(f"the API server did not answer at {self.base_url} within {timeout:.0f}s")
+
+    # --- stop ---------------------------------------------------------------------------------------------
+
+    def stop(self, grace: float = 20.0) -> None:
+        """SIGTERM to each process group we started (by its leader's pid), then SIGKILL what is left."""
+        for process in self.processes.values():
+            _signal_group(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for process in self.processes.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(max(0.1, deadline - time.monotonic()))
+        for process in self.processes.values():
+            _signal_group(process.pid, signal.SIGKILL)  # the group's stragglers too, even if the leader is gone
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(5)
+        self.processes.clear()
+        if self.slack is not None:
+            self.slack.stop()
+            self.slack = None
+        if self.emulator is not None:
+            self.emulator.stop()
+            self.emulator = None
+
+    def alive(self) -> list[int]:
+        """Pids of started process groups that still have a member."""
+        alive = []
+        for process in self.processes.values():
+            try:
+                os.killpg(process.pid, 0)
+                alive.append(process.pid)
+            except (ProcessLookupError, PermissionError):
+                pass
+        return alive
+
+
+def _signal_group(pid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signum)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m elevation.devkit.airflow_local",
+                                     description="The Airflow UI with this project's DAGs, against the emulator.")
+    parser.add_argument("--port", type=int, default=8080, help="the API server / UI port (default 8080; 0: free)")
+    parser.add_argument("--dir", type=Path, default=Path(".airflow"), help="working folder (emptied)")
+    args = parser.parse_args(argv)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda received, frame: stop.set())
+    import shutil
+
+    shutil.rmtree(args.dir, ignore_errors=True)
+    local = LocalAirflow(args.dir, port=args.port)
+    print(f"starting the emulator, SlackFake and Airflow under {local.folder} ...", flush=True)
+    try:
+        local.start()
+        print(f"\nAirflow UI: {local.base_url}   (logs: {local.folder / 'logs'})")
+        print("log in as (password = login + '-pw'):")
+        print("  erin / erin-pw        requester: trigger 'elevation_request' (e.g. ec-prod, PowerUserAccess)")
+        print("  bob / bob-pw          approver of every account (carol / carol-pw: Production) -> Required Actions")
+        print("  admin / admin-pw      everything")
+        print(f"accounts: {json.dumps(local.accounts)}")
+        print(f"queue: {local.queue_url}; emulator: {local.emulator.endpoint_url}; Slack (fake): "
+              f"{local.slack.base_url}")
+        print("Slack messages appear below. Ctrl-C stops everything.\n", flush=True)
+        seen = 0
+        while not stop.wait(1.0):
+            messages = list(local.slack.messages)
+            for message in messages[seen:]:
+                who = message.user or message.channel
+                print(f"[slack -> {who}] {message.text[:300]}", flush=True)
+            seen = len(messages)
+            dead = [name for name, process in local.processes.items() if process.poll() is not None]
+            if dead:
+                print(f"airflow {', '.join(dead)} exited: see {local.folder / 'logs'}", file=sys.stderr)
+                return 1
+    finally:
+        local.stop()
+        print("stopped: every process started here is gone", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

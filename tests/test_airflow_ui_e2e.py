@@ -1,0 +1,140 @@
+"""End to end through Airflow's real processes: a request filed through the REST API as the requester, the
+approval answered through the REST API (refused for the requester, accepted for the approver), the request active.
+
+Select it with `-m airflow_e2e` (or leave it out with `-m "not airflow_e2e"`). Every process it starts is stopped by
+its process group id, also on failure; the wall time is printed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import requests
+
+from elevation.devkit.airflow_local import LocalAirflow, password_of
+
+pytestmark = [pytest.mark.airflow_e2e, pytest.mark.timeout(900)]
+
+
+@pytest.fixture
+def local_airflow(tmp_path) -> Iterator[LocalAirflow]:  # noqa: ANN001
+    local = LocalAirflow(tmp_path / "airflow-local")
+    started = local.processes  # the same dict: filled as processes start, so a failed start is cleaned up too
+    try:
+        local.start(timeout=240)
+        yield local
+    finally:
+        pids = [process.pid for process in started.values()]
+        local.stop()
+        leftovers = [pid for pid in pids if _group_alive(pid)]
+        assert not leftovers, f"process groups still alive after stop: {leftovers}"
+
+
+def _group_alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.killpg(pid, 0)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+class Api:
+    def __init__(self, base: str, login: str) -> None:
+        self.base = base
+        self.http = requests.Session()
+        token = self.http.post(f"{base}/auth/token", json={"username": login, "password": password_of(login)},
+                               timeout=30)
+        assert token.status_code in (200, 201), token.text
+        self.http.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
+
+    def get(self, path: str, **kw: Any) -> requests.Response:
+        return self.http.get(f"{self.base}/api/v2{path}", timeout=30, **kw)
+
+    def post(self, path: str, body: dict) -> requests.Response:
+        return self.http.post(f"{self.base}/api/v2{path}", json=body, timeout=30)
+
+    def patch(self, path: str, body: dict) -> requests.Response:
+        return self.http.patch(f"{self.base}/api/v2{path}", json=body, timeout=30)
+
+
+def wait_for(what: str, probe: Callable[[], Any], timeout: float, local: LocalAirflow) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = probe()
+        if value:
+            return value
+        dead = [name for name, process in local.processes.items() if process.poll() is not None]
+        assert not dead, f"airflow {dead} exited; logs in {local.folder / 'logs'}"
+        time.sleep(2)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; logs in {local.folder / 'logs'}")
+
+
+def test_a_request_is_approved_in_airflow_and_becomes_active(local_airflow: LocalAirflow):
+    started = time.monotonic()
+    local = local_airflow
+    admin, erin, bob = Api(local.base_url, "admin"), Api(local.base_url, "erin"), Api(local.base_url, "bob")
+    wanted = {"elevation_request", "elevation_approval", "elevation_approval_dispatch", "elevation_intake",
+              "elevation_grants"}
+    wait_for("the DAGs to be parsed", lambda: wanted <= {d["dag_id"] for d in admin.get(
+        "/dags", params={"limit": 100}).json().get("dags", [])}, 240, local)
+
+    run = erin.post("/dags/elevation_request/dagRuns", {"logical_date": None, "conf": {
+        "account_id": local.accounts["ec-prod"], "permission_set": "PowerUserAccess", "duration_minutes": 30,
+        "justification": "release 4.2 (e2e)", "ticket": "CHG-900"}})
+    assert run.status_code == 200, run.text
+    run_id = run.json()["dag_run_id"]
+
+    def state(dag_id: str, run_id: str) -> str | None:
+        answer = admin.get(f"/dags/{dag_id}/dagRuns/{run_id}")
+        return answer.json().get("state") if answer.status_code == 200 else None
+
+    assert wait_for("elevation_request to finish",
+                    lambda: state("elevation_request", run_id) in ("success", "failed") and
+                    state("elevation_request", run_id), 240, local) == "success"
+    assert _status(local, 1) == "pending"
+
+    # The dispatcher runs every minute; start it now instead of waiting for the next minute.
+    admin.post("/dags/elevation_approval_dispatch/dagRuns", {"logical_date": None})
+    hitl = "/dags/elevation_approval/dagRuns/approval__1/taskInstances/ask/-1/hitlDetails"
+    detail = wait_for("the approval to wait for an answer", lambda: admin.get(hitl).status_code == 200 and
+                      admin.get(hitl).json(), 240, local)
+    assert {user["id"] for user in detail["assigned_users"]} == {"bob", "carol", "elevation-system"}
+    assert "erin" in detail["subject"] and "CHG-900" in detail["body"]
+
+    refused = erin.patch(hitl, {"chosen_options": ["Approve"], "params_input": {"comment": "me"}})
+    assert refused.status_code == 403, refused.text  # the requester is no respondent
+    accepted = bob.patch(hitl, {"chosen_options": ["Approve"], "params_input": {"comment": "go ahead"}})
+    assert accepted.status_code == 200, accepted.text
+
+    assert wait_for("the approval run to finish",
+                    lambda: state("elevation_approval", "approval__1") in ("success", "failed") and
+                    state("elevation_approval", "approval__1"), 240, local) == "success"
+    assert _status(local, 1) in ("approved", "active")
+    admin.post("/dags/elevation_grants/dagRuns", {"logical_date": None})
+    wait_for("the request to be active", lambda: _status(local, 1) == "active", 300, local)
+    row = _row(local, 1)
+    assert row["decided_by"] == "bob" and row["requester"] == "erin"
+    print(f"\nairflow UI e2e: request filed, approved by bob in Airflow and active in {time.monotonic() - started:.0f}s "
+          "(after the processes started)")
+
+
+def _row(local: LocalAirflow, request_id: int) -> dict:
+    from elevation.store import queue
+    from elevation.store.database import create_engine_for_url
+
+    engine = create_engine_for_url(local.queue_url)
+    try:
+        with engine.connect() as conn:
+            row = queue.get_request(conn, request_id)
+        return dict(row) if row else {}
+    finally:
+        engine.dispose()
+
+
+def _status(local: LocalAirflow, request_id: int) -> str | None:
+    return _row(local, request_id).get("status")
