@@ -5,6 +5,10 @@
 The emulator and the generated bucket live in this process; each extract runs in a fresh subprocess, so its peak
 memory (ru_maxrss) is the extract's alone. Memory should stay flat as the input grows: records are streamed
 file by file, only the matched (session, eventID) keys are kept.
+
+Each size is read three ways: `records` (ELEVATION_COLUMNAR_READS=0, every record a dict: the path before),
+`columnar` (as shipped) and `GET only` (the same listing and GETs, nothing parsed: the emulator's share).
+The extract's own cost without any store is `benchmarks/bench_reader.py`.
 """
 
 from __future__ import annotations
@@ -108,6 +112,30 @@ def child(endpoint: str, output: str) -> None:
         )
         for acct in ACCOUNTS
     ]
+    if os.environ.get("BENCH_FETCH_ONLY"):  # the store's share: list and GET the same objects, parse nothing
+        from elevation.extract.night import DEFAULT_DELIVERY_MARGIN
+        from elevation.extract.nights import DEFAULT_LOOKBACK, read_span
+
+        source = S3TrailSource(s3, BUCKET)
+        began = time.perf_counter()
+        span = read_span(start, end, DEFAULT_DELIVERY_MARGIN, DEFAULT_LOOKBACK)
+        objects = sum(1 for _ in source._fetched(source.iter_keys(ACCOUNTS, *span)))
+        elapsed = time.perf_counter() - began
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(
+            json.dumps(
+                {
+                    "records_read": 0,
+                    "objects_read": objects,
+                    "events_written": 0,
+                    "seconds": elapsed,
+                    "peak_rss_mb": rss,
+                    "output_bytes": 0,
+                    "warnings": 0,
+                }
+            )
+        )
+        return
     began = time.perf_counter()
     summary = extract_night(sessions, S3TrailSource(s3, BUCKET), start, end, output)
     elapsed = time.perf_counter() - began
@@ -137,7 +165,7 @@ def main() -> int:
     from elevation.devkit.emulator import AwsEmulator
 
     print(
-        f"{'events':>10} {'files':>6} {'input MB':>9} {'seconds':>8} {'events/s':>9} {'peak RSS MB':>12} "
+        f"{'events':>10} {'files':>6} {'input MB':>9} {'read':>9} {'seconds':>8} {'events/s':>9} {'peak RSS MB':>12} "
         f"{'written':>8} {'output MB':>10}"
     )
     with AwsEmulator() as emulator:
@@ -146,21 +174,32 @@ def main() -> int:
             s3 = emulator.client("s3")
             s3.create_bucket(Bucket=BUCKET)
             files, input_bytes = generate_and_upload(s3, size)
-            with tempfile.TemporaryDirectory() as output:
-                result = subprocess.run(
-                    [sys.executable, __file__, "--child", emulator.endpoint_url, output],
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                    env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "plugins")},
+            modes = {  # the extract record by record (before), as shipped (columnar), and the GETs alone
+                "records": {"ELEVATION_COLUMNAR_READS": "0"},
+                "columnar": {"ELEVATION_COLUMNAR_READS": "1"},
+                "GET only": {"BENCH_FETCH_ONLY": "1"},
+            }
+            for mode, extra in modes.items():
+                with tempfile.TemporaryDirectory() as output:
+                    result = subprocess.run(
+                        [sys.executable, __file__, "--child", emulator.endpoint_url, output],
+                        capture_output=True,
+                        text=True,
+                        check=True,
+                        env={
+                            **os.environ,
+                            **extra,
+                            "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "plugins"),
+                        },
+                    )
+                report = json.loads(result.stdout.strip().splitlines()[-1])
+                events = report["records_read"] or size
+                print(
+                    f"{size:>10,} {files:>6} {input_bytes / 1e6:>9.1f} {mode:>9} {report['seconds']:>8.1f} "
+                    f"{events / report['seconds']:>9,.0f} {report['peak_rss_mb']:>12.0f} "
+                    f"{report['events_written']:>8,} {report['output_bytes'] / 1e6:>10.2f}",
+                    flush=True,
                 )
-            report = json.loads(result.stdout.strip().splitlines()[-1])
-            print(
-                f"{report['records_read']:>10,} {files:>6} {input_bytes / 1e6:>9.1f} {report['seconds']:>8.1f} "
-                f"{report['records_read'] / report['seconds']:>9,.0f} {report['peak_rss_mb']:>12.0f} "
-                f"{report['events_written']:>8,} {report['output_bytes'] / 1e6:>10.2f}",
-                flush=True,
-            )
     return 0
 
 
