@@ -119,8 +119,42 @@ def test_a_request_is_approved_in_airflow_and_becomes_active(local_airflow: Loca
     wait_for("the request to be active", lambda: _status(local, 1) == "active", 300, local)
     row = _row(local, 1)
     assert row["decided_by"] == "bob" and row["requester"] == "erin"
-    print(f"\nairflow UI e2e: request filed, approved by bob in Airflow and active in {time.monotonic() - started:.0f}s "
-          "(after the processes started)")
+
+    # Decided elsewhere while the approval waits: carol rejects request 2 with an action row (as the command line
+    # or Slack would); the dispatcher closes the waiting approval through the REST API, and nothing else changes.
+    second = erin.post("/dags/elevation_request/dagRuns", {"logical_date": None, "conf": {
+        "account_id": local.accounts["ec-prod"], "permission_set": "PowerUserAccess", "duration_minutes": 30,
+        "justification": "second (e2e)"}})
+    assert second.status_code == 200, second.text
+    wait_for("request 2 to be pending", lambda: _status(local, 2) == "pending", 240, local)
+    admin.post("/dags/elevation_approval_dispatch/dagRuns", {"logical_date": None})
+    hitl2 = hitl.replace("approval__1", "approval__2")
+    wait_for("approval 2 to wait", lambda: admin.get(hitl2).status_code == 200, 240, local)
+    _reject_elsewhere(local, 2, "carol")
+    admin.post("/dags/elevation_intake/dagRuns", {"logical_date": None})
+    wait_for("request 2 to be rejected", lambda: _status(local, 2) == "rejected", 240, local)
+    admin.post("/dags/elevation_approval_dispatch/dagRuns", {"logical_date": None})
+    assert wait_for("approval 2 to end",
+                    lambda: state("elevation_approval", "approval__2") in ("success", "failed") and
+                    state("elevation_approval", "approval__2"), 240, local) == "success"
+    closed = admin.get(hitl2).json()
+    assert closed["responded_by_user"]["id"] == "elevation-system"
+    row = _row(local, 2)
+    assert row["status"] == "rejected" and row["decided_by"] == "carol"
+    print(f"\nairflow UI e2e: approved in Airflow and active, then a stale approval closed, in "
+          f"{time.monotonic() - started:.0f}s after the processes started")
+
+
+def _reject_elsewhere(local: LocalAirflow, request_id: int, actor: str) -> None:
+    from elevation.store import queue
+    from elevation.store.database import create_engine_for_url
+
+    engine = create_engine_for_url(local.queue_url)
+    try:
+        with engine.begin() as conn:
+            queue.insert_action(conn, request_id, "reject", actor, "decided elsewhere (e2e)")
+    finally:
+        engine.dispose()
 
 
 def _row(local: LocalAirflow, request_id: int) -> dict:
