@@ -48,6 +48,17 @@ def test_slack_being_down_never_raises_from_the_callback(slack, configure) -> No
     configure({"notifications": {"enabled": True, "admin_channel": "#elevation-admins"}})
     slack.fail_next(5, status=500)
     task_failed(context(ValueError("x")))  # logged, not raised
+    assert [method for method, _ in slack.calls if method == "chat.postMessage"]  # it did try
+    assert slack.messages == []
+
+
+def test_a_secret_in_the_exception_is_masked_as_in_the_task_log() -> None:
+    """Airflow masks connection passwords and variables in task logs; the alert to Slack must not leak them."""
+    from airflow.sdk.log import mask_secret
+
+    mask_secret("pg-Pa55word-0f-the-queue")
+    text = failure_text(context(RuntimeError("could not connect to postgresql://elevation:pg-Pa55word-0f-the-queue@db")))
+    assert "pg-Pa55word-0f-the-queue" not in text and "***" in text
 
 
 def test_every_dag_alerts_on_failure_and_has_a_timeout(dagbag) -> None:  # noqa: ANN001

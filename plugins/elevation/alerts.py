@@ -30,11 +30,21 @@ def failure_text(context: dict[str, Any]) -> str:
     lines = [f":rotating_light: *{escape(dag_id)}* task *{escape(task_id)}* failed",
              f"run `{escape(run_id)}`" + (f", try {attempt}" if attempt else "")]
     if error is not None:
-        lines.append(f"> {escape(f'{type(error).__name__}: {error}', MAX_ERROR_CHARS)}")
+        lines.append(f"> {escape(_redact(f'{type(error).__name__}: {error}'), MAX_ERROR_CHARS)}")
     url = getattr(ti, "log_url", None)
     if isinstance(url, str) and url.startswith(("http://", "https://")):
         lines.append(f"<{escape(url)}|Open the task's log>")
     return "\n".join(lines)
+
+
+def _redact(text: str) -> str:
+    """The text with every secret Airflow masks in task logs (connection passwords, sensitive variables) masked."""
+    try:
+        from airflow.sdk.log import redact
+
+        return str(redact(text))
+    except Exception:  # noqa: BLE001 - no masker: say less rather than leak
+        return "(the error text is in the task's log)"
 
 
 def task_failed(context: dict[str, Any]) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
+import pytest
 import sqlalchemy as sa
 
 from elevation import jobs
@@ -16,6 +17,8 @@ from elevation.access.revocations import run_revocations
 from elevation.notify.producer import approvers_for
 from elevation.store import outbox, queue
 from elevation.store.tables import audits, findings_sent, heartbeats, notify_cursors
+from elevation.store.tables import events as events_table
+from elevation.store.tables import outbox as outbox_table
 
 NOTIFICATIONS = {"enabled": True, "security_channel": "#security", "admin_channel": "#elevation-admin",
                  "audit_base_url": "https://reports.example/"}
@@ -252,3 +255,96 @@ def test_the_dag_runs_the_job(world, configure, file_request, run_dag, slack):
     assert run_dag("elevation_notify", now).state == "success"
     [pending] = slack.messages_to("bob@example.com")
     assert pending.text.startswith(f"Access request {request}:")
+
+
+# --- the events cursor and events committed out of id order ----------------------------------------------------
+
+
+def _cursor_runtime(engine, moment):
+    from elevation.config import ElevationConfig
+    from elevation.notify.settings import NotifySettings
+    from elevation.runtime import Runtime
+
+    config = ElevationConfig(notifications=NotifySettings(enabled=True))
+    return Runtime(config=config, engine=engine, identity_center_factory=lambda runtime: None, as_of=moment,
+                   actor="test", clock=lambda: moment, worker="producer")
+
+
+def _failed_revoke(conn, request_id, moment, event_id=None):
+    values = {"id": event_id} if event_id is not None else {}
+    conn.execute(sa.insert(events_table).values(
+        at=moment, kind="revoke_failed", actor="test", request_id=request_id,
+        detail=json.dumps({"reason": f"revoke of {request_id} failed"}), **values))
+
+
+def _two_requests(engine, moment):
+    with engine.begin() as conn:
+        ids = [queue.insert_request(conn, requester=f"user{i}@example.com", account_id="111111111111",
+                                    permission_set="AdminAccess", duration_minutes=60, justification="x",
+                                    start_at=moment) for i in (1, 2)]
+        outbox.set_cursor(conn, "events", 0, at=moment)  # not a first run
+    return ids
+
+
+def _announced(engine, request_id):
+    with engine.connect() as conn:
+        return [row["dedup_key"] for row in outbox.rows(conn, outbox_table.c.request_id == request_id)]
+
+
+def test_an_event_committed_after_a_later_one_is_still_announced(engine):
+    """A writer that took a lower event id commits after a higher id was read: the cursor must not skip it."""
+    from elevation.notify.producer import produce
+
+    moment = datetime(2026, 11, 29, 9, 0, tzinfo=UTC)
+    first, second = _two_requests(engine, moment)
+    with engine.begin() as conn:  # id 2 is visible; id 1 is still in its writer's open transaction
+        _failed_revoke(conn, second, moment, event_id=2)
+    produce(_cursor_runtime(engine, moment))
+    assert _announced(engine, second) == [f"revoke_failed:{second}:user2@example.com"]
+    with engine.begin() as conn:  # the slow writer commits id 1 a second later
+        _failed_revoke(conn, first, moment, event_id=1)
+    produce(_cursor_runtime(engine, moment + timedelta(seconds=1)))
+    assert _announced(engine, first) == [f"revoke_failed:{first}:user1@example.com"]
+    assert len(_announced(engine, second)) == 1  # and the other is not enqueued twice
+
+
+@pytest.mark.postgres
+def test_an_event_committed_after_a_later_one_is_still_announced_on_postgresql(postgres_url):
+    """The same with two real concurrent transactions on PostgreSQL (ids from one sequence, committed out of order)."""
+    from elevation.notify.producer import produce
+    from elevation.store.database import create_engine_for_url
+    from elevation.store.migrations import upgrade
+
+    engine = create_engine_for_url(postgres_url)
+    upgrade(engine)
+    moment = datetime.now(UTC)
+    first, second = _two_requests(engine, moment)
+    slow = engine.connect()
+    transaction = slow.begin()
+    _failed_revoke(slow, first, moment)  # takes the lower id, not committed yet
+    with engine.begin() as conn:
+        _failed_revoke(conn, second, moment)  # the higher id, committed
+    produce(_cursor_runtime(engine, moment))
+    assert len(_announced(engine, second)) == 1
+    transaction.commit()
+    slow.close()
+    produce(_cursor_runtime(engine, moment + timedelta(seconds=5)))
+    assert _announced(engine, first) == [f"revoke_failed:{first}:user1@example.com"]
+    assert len(_announced(engine, second)) == 1
+
+
+def test_a_gap_left_by_a_rolled_back_writer_is_passed_once_it_is_old(engine):
+    """An id nobody will ever commit holds the cursor back only for a while; what follows is announced once."""
+    from elevation.notify.producer import GAP_GRACE, produce
+
+    moment = datetime(2026, 11, 29, 9, 0, tzinfo=UTC)
+    first, second = _two_requests(engine, moment)
+    with engine.begin() as conn:
+        _failed_revoke(conn, second, moment, event_id=2)  # id 1 was rolled back
+    produce(_cursor_runtime(engine, moment))
+    with engine.connect() as conn:
+        assert outbox.cursor(conn, "events") == 0
+    produce(_cursor_runtime(engine, moment + GAP_GRACE + timedelta(seconds=1)))
+    with engine.connect() as conn:
+        assert outbox.cursor(conn, "events") == 2
+    assert len(_announced(engine, second)) == 1

@@ -225,3 +225,34 @@ def test_enqueue_ignores_a_key_it_has_on_postgresql(postgres_url):
     assert put(engine, entry("a", "#security"), entry("b", "#security"), at=NOW) == 2
     assert put(engine, entry("a", "#security", "other"), entry("c", "#security"), at=NOW) == 1
     assert outbox.payload(state(engine)["a"])["text"] == "hello"
+
+
+def test_a_run_slower_than_its_lease_never_sends_what_another_sender_took_over(engine, slack):
+    """Sender A's lease runs out while it is still sending (a slow Slack); sender B takes the rest over. A must not
+    send those too."""
+    put(engine, *(entry(f"m{i}", "#security", f"message {i}") for i in range(5)), at=NOW)
+    clock = [NOW]
+    slow = Runtime(config=runtime_at(engine, NOW).config, engine=engine, identity_center_factory=lambda r: None,
+                   as_of=NOW, actor="test", clock=lambda: clock[0], worker="sender-A")
+    calls = []
+
+    class SlowSlack:
+        def __init__(self, client):
+            self.client = client
+
+        def __getattr__(self, name):
+            return getattr(self.client, name)
+
+        def chat_postMessage(self, **kwargs):  # noqa: N802
+            calls.append(kwargs["text"])
+            if len(calls) == 2:  # meanwhile, the next sender finds A's lease expired
+                run_sender(runtime_at(engine, clock[0], worker="sender-B"))
+            answer = self.client.chat_postMessage(**kwargs)
+            if len(calls) == 1:
+                clock[0] = NOW + timedelta(minutes=6)  # the first message took longer than the lease
+            return answer
+
+    run_sender(slow, client_factory=lambda settings: SlowSlack(sender_module.slack_client(settings)))
+    texts = sorted(m.text for m in slack.messages)
+    assert texts == [f"message {i}" for i in range(5)]  # each exactly once
+    assert {row["state"] for row in state(engine).values()} == {"sent"}

@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 EVENTS_CURSOR = "events"
 EVENT_KINDS = ("transition", "validated", "revoke_failed")
 BATCH = 500
+#: How long an id missing below a committed one may still be committed by its writer (see _from_events).
+GAP_GRACE = timedelta(minutes=10)
 SEVERITY_RANK = {severity: rank for rank, severity in enumerate(m.SEVERITY_ORDER)}
 REVOCATIONS_JOB = "elevation_revocations"
 
@@ -160,25 +162,47 @@ def produce(runtime: Runtime) -> ProduceSummary:
 
 
 def _from_events(runtime: Runtime, ctx: _Context, position: int, summary: ProduceSummary) -> None:
+    """Every event after the cursor; the cursor moves only over ids that can no longer appear.
+
+    Event ids come from one sequence but their transactions commit in any order (on PostgreSQL a writer holding id
+    N may commit after N+1 was read). So an id missing below one already seen is a gap that may still fill: the
+    cursor stays before it until the event after it is `GAP_GRACE` old (the gap's writer then rolled back). Events
+    after an open gap are enqueued now and read again later: their dedup keys make that harmless."""
+    scan, safe, blocked = position, position, False
     while True:
         with runtime.engine.connect() as conn:
             batch = list(conn.execute(
-                sa.select(events).where(events.c.id > position, events.c.kind.in_(EVENT_KINDS))
-                .order_by(events.c.id).limit(BATCH)
+                sa.select(events.c.id, events.c.at).where(events.c.id > scan).order_by(events.c.id).limit(BATCH)
             ).mappings())
+            wanted = {int(event["id"]) for event in batch}
+            relevant = list(conn.execute(
+                sa.select(events).where(events.c.id.in_(wanted), events.c.kind.in_(EVENT_KINDS))
+                .order_by(events.c.id)
+            ).mappings()) if wanted else []
         if not batch:
             return
-        entries: list[outbox.Entry] = []
+        settled = runtime.now() - GAP_GRACE
         for event in batch:
+            event_id = int(event["id"])
+            if blocked:
+                break
+            if event_id == safe + 1 or (isinstance(event["at"], datetime) and event["at"] <= settled):
+                safe = event_id
+            else:  # an id below this one may still be committed
+                blocked = True
+        entries: list[outbox.Entry] = []
+        for event in relevant:
             try:
                 entries.extend(_for_event(runtime, ctx, event))
             except Exception as error:  # one odd event must not stop every notification after it
                 ctx._warn(f"event {event['id']} ({event['kind']}) not announced: {type(error).__name__}: {error}")
-        position = int(batch[-1]["id"])
+        scan = int(batch[-1]["id"])
         with runtime.engine.begin() as conn:
             summary.enqueued += outbox.enqueue(conn, entries, now=runtime.now())
-            outbox.set_cursor(conn, EVENTS_CURSOR, position, at=runtime.now())
-        summary.events += len(batch)
+            if safe > position:
+                outbox.set_cursor(conn, EVENTS_CURSOR, safe, at=runtime.now())
+                position = safe
+        summary.events += len(relevant)
 
 
 def _detail(event: Any) -> dict[str, Any]:

@@ -39,6 +39,8 @@ RETRYABLE_ERRORS = frozenset({
 })
 NOT_FOUND_ERRORS = frozenset({"users_not_found", "user_not_found"})
 DEFAULT_RETRY_AFTER = 30
+#: How long a claim lasts; renewed before each message, so a slow run never sends a row another sender took over.
+LEASE = timedelta(minutes=5)
 
 
 @dataclass
@@ -82,8 +84,7 @@ def run_sender(
     settings = runtime.config.notifications
     summary = SendSummary()
     now = runtime.now()
-    lease = timedelta(minutes=5)
-    claimed = outbox.claim_due(runtime.engine, worker=runtime.worker, now=now, lease=lease, limit=limit)
+    claimed = outbox.claim_due(runtime.engine, worker=runtime.worker, now=now, lease=LEASE, limit=limit)
     if claimed:
         try:
             client = client_factory(settings)
@@ -111,6 +112,12 @@ def _deliver(runtime: Runtime, client: Any, row: queue.Row, users: dict[str, str
     settings = runtime.config.notifications
     attempts = int(row["attempts"]) + 1
     body = outbox.payload(row)
+    with runtime.engine.begin() as conn:
+        held = outbox.hold(conn, row["id"], runtime.worker, now=runtime.now(), lease=LEASE)
+    if not held:  # this run outlived its lease and another sender has the row now (or sent it)
+        log.warning("message %s (%s) not sent by %s: another sender holds it now", row["id"], row["kind"],
+                    runtime.worker)
+        return
     try:
         channel = _destination(client, row["recipient"], users)
         answer = _call(lambda: client.chat_postMessage(channel=channel, text=body.get("text") or "",

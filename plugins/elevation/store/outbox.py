@@ -58,6 +58,17 @@ def claim_due(engine: sa.Engine, *, worker: str, now: datetime, lease: timedelta
     return _claim(engine, outbox, conditions, worker, now, lease, limit, ())
 
 
+def hold(conn: sa.Connection, row_id: int, worker: str, *, now: datetime, lease: timedelta) -> bool:
+    """Renew this worker's claim on a pending row just before sending it; False when the row is no longer this
+    worker's (its lease ran out and another sender took it, or it is finished): then it must not be sent."""
+    result = conn.execute(
+        sa.update(outbox)
+        .where(outbox.c.id == row_id, outbox.c.state == PENDING, outbox.c.claimed_by == worker)
+        .values(claimed_until=now + lease)
+    )
+    return result.rowcount == 1
+
+
 def _finish(conn: sa.Connection, row_id: int, worker: str, **values: Any) -> bool:
     result = conn.execute(
         sa.update(outbox)
