@@ -19,7 +19,7 @@ from pyarrow import fs as pafs
 
 from elevation.cloudtrail.schema import record_to_row
 from elevation.extract.location import resolve_location
-from elevation.extract.writer import FINAL_NAME, ROW_GROUP_ROWS, write_partition
+from elevation.extract.writer import FINAL_NAME, ROW_GROUP_BYTES, ROW_GROUP_ROWS, write_partition
 
 NIGHT = date(2024, 8, 1)
 
@@ -146,3 +146,17 @@ def test_rows_are_gathered_into_large_row_groups_whatever_the_batch_size(tmp_pat
     assert sum(sizes) == written.rows == 80_000
     assert len(sizes) == 3  # not one group per 5,000-row batch: reading a night back visits each group
     assert all(size >= ROW_GROUP_ROWS for size in sizes[:-1])
+
+
+def test_a_row_group_of_large_events_is_closed_at_a_size_so_memory_stays_flat(tmp_path: Path) -> None:
+    def large(count: int) -> Iterator[dict[str, Any]]:
+        for row in rows(count):
+            yield row | {"responseElements": "y" * 4_000}
+
+    written = write_partition(pafs.LocalFileSystem(), str(tmp_path), NIGHT, large(20_000), batch_size=1_000)
+    metadata = pq.ParquetFile(written.path).metadata
+    sizes = [metadata.row_group(index).num_rows for index in range(metadata.num_row_groups)]
+    assert sum(sizes) == 20_000 and len(sizes) >= 3
+    per_row = 4_000 + 400
+    assert all(size * per_row * 1.3 >= ROW_GROUP_BYTES and size < ROW_GROUP_ROWS for size in sizes[:-1])
+    assert all(size >= 5_000 for size in sizes[:-1])  # still gathered: far more than one batch per group
