@@ -242,3 +242,21 @@ def test_an_approver_of_another_account_is_refused_and_a_reject_is_applied(
     assert "rejected by bob" in message.text
     assert [(row["actor"], row["action"], row["outcome"]) for row in action_rows(engine)] == \
         [("carol", "approve", "refused"), ("bob", "reject", "applied")]
+
+
+def test_a_slack_user_of_another_workspace_with_an_approvers_email_is_refused_and_nothing_is_recorded(
+    slack, response_url, posted, plugin_server, file_request, request_row, engine
+):  # noqa: ANN001
+    """A Slack Connect guest (or a user of another workspace of the app) whose own organisation gave them the email
+    of an approver is not that approver: only users of the bot's own workspace act as people of the policy."""
+    request = file_request(requester="alice", account_id="media-stg")  # Staging: bob approves
+    where = posted(request)
+    outsider = slack.add_user("bob@example.com", "Not Bob")
+    slack._users[outsider]["team_id"] = "T0OTHER"  # their workspace, not ours (auth.test says T0FAKE)
+    body = click_body(request, outsider, "elevation_approve", where, response_url.url)
+
+    assert post(plugin_server, body, signed(body)).status_code == 200
+    [reply] = wait_for(lambda: response_url.posts)
+    assert reply["response_type"] == "ephemeral" and "Nothing was recorded" in reply["text"]
+    assert action_rows(engine) == [] and request_row(request)["status"] == "pending"
+    assert not [m for m in slack.messages if m.updated]

@@ -114,7 +114,24 @@ class SlackReplies:
         user = answer.get("user") or {}
         if user.get("deleted") or user.get("is_bot"):
             return None
+        if not self._of_our_workspace(user):
+            log.warning("Slack user %s belongs to workspace %s, not the app's own: not a person of the policy",
+                        slack_user_id, user.get("team_id"))
+            return None
         return (user.get("profile") or {}).get("email")
+
+    def _of_our_workspace(self, user: dict[str, Any]) -> bool:
+        """Whether the user is a member of the bot's own workspace (or of its Enterprise Grid organisation). An
+        email is only proof of a person inside our own workspace: a Slack Connect guest or a user of another
+        workspace carries whatever email their own organisation gave them."""
+        if user.get("is_stranger"):
+            return False
+        bot = self._client().auth_test()
+        team, enterprise = bot.get("team_id"), bot.get("enterprise_id")
+        if team and user.get("team_id") == team:
+            return True
+        theirs = (user.get("enterprise_user") or {}).get("enterprise_id")
+        return bool(enterprise and theirs == enterprise)
 
     def send(self, click: Click, message: dict[str, Any]) -> None:
         if message.get("replace_original") and click.channel_id and click.message_ts:
