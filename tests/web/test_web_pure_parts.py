@@ -94,3 +94,18 @@ def test_loading_the_plugin_builds_no_app() -> None:
             "assert not [m for m in sys.modules if m.startswith(('elevation.web', 'fastapi', 'slack_sdk'))], "
             "sorted(m for m in sys.modules if m.startswith(('elevation.web', 'fastapi', 'slack_sdk')))")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO / "plugins", capture_output=True, text=True)
+
+
+def test_replies_to_the_clicker_escape_what_they_quote_for_mrkdwn() -> None:
+    """A refusal quotes intake's reason (which may quote the request) and the Slack profile's email: Slack reads
+    an ephemeral reply's text as mrkdwn, so neither may mention <!channel> or make a link."""
+    from elevation.web.slack_actions import Click, outcome_message, unknown_person_message
+
+    click = Click("approve", 7, "U1", "bob", None, "C1", "1.2")
+    refused = outcome_message(click, "bob", "refused", "ticket <!channel> <https://evil.example|SSO login>", None)
+    assert "<!channel>" not in refused["text"] and "<https://evil" not in refused["text"]
+    assert "&lt;!channel&gt;" in refused["text"]
+    applied = outcome_message(click, "b<ob>", "applied", None, "approved")
+    assert "<ob>" not in applied["text"]
+    unknown = unknown_person_message(click, "x<!here>@example.com")
+    assert "<!here>" not in unknown["text"]

@@ -137,16 +137,16 @@ def outcome_message(click: Click, actor: str, outcome: str | None, reason: str |
     A refused click leaves the message and its buttons for the approvers who may decide; the refusal and why goes
     to the person who clicked."""
     if outcome == "applied":
-        text = (f":white_check_mark: Request {click.request_id} {PAST[click.decision]} by {actor} ({COMMENT})."
-                if click.decision == "approve" else
-                f":no_entry: Request {click.request_id} {PAST[click.decision]} by {actor} ({COMMENT}).")
+        text = (f":white_check_mark: Request {click.request_id} {PAST[click.decision]} by {_escape(actor)} "
+                f"({COMMENT})." if click.decision == "approve" else
+                f":no_entry: Request {click.request_id} {PAST[click.decision]} by {_escape(actor)} ({COMMENT}).")
         if status:
-            text += f" Status: {status}."
+            text += f" Status: {_escape(status)}."
         kept = [block for block in click.message_blocks if block.get("type") != "actions"]  # the buttons go
         return {"replace_original": True, "text": text,
-                "blocks": [*kept, {"type": "section", "text": {"type": "mrkdwn", "text": _escape(text)}}]}
+                "blocks": [*kept, {"type": "section", "text": {"type": "mrkdwn", "text": text}}]}
     if outcome == "refused":
-        text = f"Your {click.decision} of request {click.request_id} was refused: {reason or 'no reason given'}"
+        text = f"Your {click.decision} of request {click.request_id} was refused: {_escape(reason or 'no reason given')}"
     else:
         text = (f"Your {click.decision} of request {click.request_id} is recorded; it is applied by the next "
                 "intake run (the request is busy).")
@@ -154,7 +154,7 @@ def outcome_message(click: Click, actor: str, outcome: str | None, reason: str |
 
 
 def unknown_person_message(click: Click, email: str | None) -> dict[str, Any]:
-    who = f"your Slack account ({email})" if email else "your Slack account (no email visible to the app)"
+    who = f"your Slack account ({_escape(email)})" if email else "your Slack account (no email visible to the app)"
     return ephemeral(f"Sorry, {who} is not one of the people of the elevation policy, so you cannot "
                      f"{click.decision} request {click.request_id} from Slack. Nothing was recorded.")
 
