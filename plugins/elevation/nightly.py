@@ -232,19 +232,41 @@ AUDIT_BATCH_EVENTS = 200_000
 
 
 def _events_of(filesystem: Any, base: str, session_ids: Sequence[str]) -> Any:
-    """All extracted events of these sessions, across every night's partition (a session can span nights)."""
+    """All extracted events of these sessions, across every night's partition (a session can span nights), sorted
+    by session and time. Repetitive columns are read as Arrow dictionaries (what the rules engine reads fastest), row
+    groups one at a time (no read-ahead of the whole partition), and only those whose session_id statistics can
+    hold one of these sessions (the extract writes each partition sorted by session)."""
     import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.dataset as ds
     from pyarrow import fs as pafs
 
+    from elevation.audit.engine import DICTIONARY_COLUMNS
     from elevation.cloudtrail.schema import EVENT_SCHEMA
 
+    schema = pa.schema([pa.field(f.name, pa.dictionary(pa.int32(), f.type)) if f.name in DICTIONARY_COLUMNS else f
+                        for f in EVENT_SCHEMA])
     if not session_ids or filesystem.get_file_info(base).type == pafs.FileType.NotFound:
-        return pa.Table.from_pylist([], schema=EVENT_SCHEMA)
-    dataset = ds.dataset(base, filesystem=filesystem, format="parquet", partitioning="hive",
-                         schema=EVENT_SCHEMA.append(pa.field("date", pa.string())))
-    table = dataset.to_table(filter=ds.field("session_id").isin(list(session_ids)))
-    return table.drop_columns(["date"]).sort_by([("eventTime", "ascending")])
+        return schema.empty_table()
+    file_format = ds.ParquetFileFormat(read_options=ds.ParquetReadOptions(dictionary_columns=DICTIONARY_COLUMNS))
+    dataset = ds.dataset(base, filesystem=filesystem, format=file_format, partitioning="hive",
+                         schema=schema.append(pa.field("date", pa.string())))
+    scanner = dataset.scanner(columns=schema.names, filter=ds.field("session_id").isin(list(session_ids)),
+                              batch_readahead=1, fragment_readahead=1)
+    table = pa.Table.from_batches(scanner.to_batches(), schema=schema)
+    keys = pa.table({"session": table.column("session_id").cast(pa.string()), "time": table.column("eventTime")})
+    return table.take(pc.sort_indices(keys, sort_keys=[("session", "ascending"), ("time", "ascending")]))
+
+
+def _per_session(events: Any) -> dict[str, Any]:
+    """session id -> its slice of a table sorted by session (zero-copy slices, one pass)."""
+    ids = events.column("session_id").to_pylist()
+    slices, start = {}, 0
+    for index in range(1, len(ids) + 1):
+        if index == len(ids) or ids[index] != ids[start]:
+            slices[str(ids[start])] = events.slice(start, index - start)
+            start = index
+    return slices
 
 
 def _batches(identities: Sequence[SessionIdentity], sizes: dict[str, int], groups: dict[str, str],
@@ -272,13 +294,11 @@ def _end_details(conn: sa.Connection, request_ids: Sequence[int]) -> dict[int, s
     """The comment of each session's applied early end (revoke), for the report's "ended early by ... because"."""
     from elevation.store.tables import actions
 
-    if not request_ids:
-        return {}
     query = (sa.select(actions.c.request_id, actions.c.comment)
-             .where(actions.c.action == "revoke", actions.c.outcome == "applied",
-                    actions.c.request_id.in_(list(request_ids)))
+             .where(actions.c.action == "revoke", actions.c.outcome == "applied")
              .order_by(actions.c.id))
-    return {row.request_id: row.comment for row in conn.execute(query) if row.comment}
+    return {row.request_id: row.comment for row in _in_chunks(conn, query, actions.c.request_id, request_ids)
+            if row.comment}
 
 
 def run_audit(runtime: Runtime, night: date) -> AuditSummary:
@@ -289,10 +309,9 @@ def run_audit(runtime: Runtime, night: date) -> AuditSummary:
     how many arrived late. Findings go to the night's findings file once, when their session is final. When a
     session's account had no CloudTrail data for a day of its window and the delivery margin has passed, the run
     writes everything and then fails (:class:`MissingCloudTrailData`)."""
-    import pyarrow.compute as pc
-
     from elevation.access.reconcile_report import drift_overview
     from elevation.audit import load_rules
+    from elevation.audit.classify import facts_from_table
     from elevation.audit.facts import SessionNotes
     from elevation.audit.findings_file import FindingsFile, finding_line
     from elevation.audit.overlap import actual_removals, shared_events
@@ -306,12 +325,13 @@ def run_audit(runtime: Runtime, night: date) -> AuditSummary:
     now = runtime.now()  # the real clock: the logical time says nothing about which events have arrived
     with runtime.engine.connect() as conn:
         rows = {str(row["request_id"]): row for row in _session_rows(conn)}
-        ended_because = _end_details(conn, [int(key) for key in rows])
-        previous = {str(row.request_id): row for row in conn.execute(sa.select(audits))}
-        already_written = {row.key: row.night for row in conn.execute(sa.select(findings_sent.c.key,
-                                                                                 findings_sent.c.night))}
     removals = actual_removals(rows.values())
     tonight = sessions_for_night([identity_of(row, end) for row in rows.values()], start, end)
+    tonight_ids = [int(identity.session_id) for identity in tonight]
+    with runtime.engine.connect() as conn:  # only tonight's sessions: the history grows every night
+        ended_because = _end_details(conn, tonight_ids)
+        previous = {str(row.request_id): row for row in _in_chunks(
+            conn, sa.select(audits), audits.c.request_id, tonight_ids)}
     # The organization's accounts: who is inside (a policy granting an outside account is worse) and their names.
     organization = _organization_accounts(runtime)
     rules = load_rules(audit.rule_folders, include_pack=audit.include_pack, disabled=audit.disabled_rules,
@@ -350,13 +370,15 @@ def run_audit(runtime: Runtime, night: date) -> AuditSummary:
     with FindingsFile(night_dir, night.isoformat()) as findings_file:  # streamed, replaced when complete
         for batch in _batches(tonight, sizes, groups):
             events = _events_of(filesystem, base, [identity.session_id for identity in batch])
+            slices = _per_session(events)
             shared = shared_events(events)
             by_session: dict[str | None, list[Any]] = {}
             for finding in rules.evaluate_table(events):  # one pass over the batch, then split per session
                 by_session.setdefault(finding.session_id, []).append(finding)
             for identity in batch:
                 facts = _session_facts(runtime, rows[identity.session_id], identity, removals, names, ended_because, end, now)
-                table = events.filter(pc.equal(events["session_id"], identity.session_id))
+                table = slices.get(identity.session_id, events.slice(0, 0))
+                event_facts = facts_from_table(table)
                 findings, suppressed = split_suppressed(by_session.get(identity.session_id, []), audit.suppressions,
                                                         now.date())
                 before = previous.get(identity.session_id)
@@ -373,18 +395,19 @@ def run_audit(runtime: Runtime, night: date) -> AuditSummary:
                 name = f"{safe_name(identity.session_id)}.html"
                 link = f"{base_url}/sessions/{name}" if base_url else f"../sessions/{name}"
                 where = f"{publish_to.rstrip('/')}/sessions/{name}" if publish_to else str(sessions_dir / name)
-                entry = session_summary(facts, table, findings, link, notes=notes)
+                entry = session_summary(facts, table, findings, link, notes=notes, event_facts=event_facts)
                 unchanged = was_final and not facts.provisional and late == 0 and (sessions_dir / name).exists()
                 if not unchanged:  # a final report changes only when new events arrived, and then says so
                     render_session_report(facts, table, findings, sessions_dir, night=night.isoformat(), notes=notes,
+                                          event_facts=event_facts,
                                           rules=_rule_metadata(rules, findings, suppressed),
                                           base_url=f"{base_url}/sessions" if base_url else None)
                     _record_audit(runtime, identity.session_id, night, facts.provisional, entry, where, table.num_rows)
                 entries.append(entry)
                 summary.findings += len(findings)
                 if not facts.provisional:
-                    mine = [finding for finding in findings
-                            if already_written.get(finding.key, night.isoformat()) == night.isoformat()]
+                    already_written = _written_elsewhere(runtime, identity.session_id, night)
+                    mine = [finding for finding in findings if finding.key not in already_written]
                     for finding in mine:
                         findings_file.write(finding_line(finding, facts, rules.rule(finding.rule_id), report_url=link,
                                                          shared_with=notes.shared_events.get(finding.event_id, ())))
@@ -395,7 +418,7 @@ def run_audit(runtime: Runtime, night: date) -> AuditSummary:
                     "suppressed": len(suppressed), "late_events": notes.late_events,
                     "missing_data": [problem.message for problem in notes.missing_data],
                 }
-            del events, by_session
+            del events, slices, by_session
     summary.findings_written = findings_file.lines
     summary.problems = [asdict(problem) for problem in tonight_problems]
     summary.index = str(render_index(entries, night_dir, night.isoformat(), findings_file=findings_file.path.name,
@@ -493,6 +516,22 @@ def _day_closed(day: str | None, now: datetime, margin: timedelta) -> bool:
 def _rule_metadata(rules: Any, findings: Sequence[Any], suppressed: Sequence[Any]) -> dict[str, Any]:
     wanted = {finding.rule_id for finding in findings} | {finding.rule_id for finding, _ in suppressed}
     return {rule_id: rule for rule_id in wanted if (rule := rules.rule(rule_id)) is not None}
+
+
+def _in_chunks(conn: sa.Connection, query: Any, column: Any, values: Sequence[Any], size: int = 500) -> list[Any]:
+    """`query` restricted to `column IN values`, a chunk at a time (databases cap the parameters of a query)."""
+    found = []
+    for offset in range(0, len(values), size):
+        found += list(conn.execute(query.where(column.in_(list(values[offset:offset + size])))))
+    return found
+
+
+def _written_elsewhere(runtime: Runtime, session_id: str, night: date) -> set[str]:
+    """Keys of this session's findings already in another night's findings file (never written twice)."""
+    with runtime.engine.connect() as conn:
+        query = sa.select(findings_sent.c.key).where(findings_sent.c.request_id == int(session_id),
+                                                    findings_sent.c.night != night.isoformat())
+        return {row.key for row in conn.execute(query)}
 
 
 def _record_written(runtime: Runtime, night: date, findings: Sequence[Any]) -> None:

@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 import pytest
 
 from elevation.audit import Finding, load_rules_from_yaml
-from elevation.audit.engine import _take_ascending, _times
+from elevation.audit.engine import _take_ascending, column_times
 from elevation.cloudtrail.schema import EVENT_SCHEMA, record_to_row
 
 RULE = """
@@ -105,7 +105,7 @@ def test_times_are_aware_utc_datetimes_whatever_the_unit(unit: str) -> None:
     expected = [epoch if v is None else epoch + timedelta(microseconds=v * scale) for v in values]
     for tz in ("UTC", None, "+02:00"):
         column = pa.array(values, pa.int64()).cast(pa.timestamp(unit, tz=tz))
-        converted = _times(pa.chunked_array([column[:100], column[100:]]))
+        converted = column_times(pa.chunked_array([column[:100], column[100:]]))
         assert converted == expected
         assert all(moment.tzinfo is UTC for moment in converted)
 

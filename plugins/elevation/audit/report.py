@@ -421,9 +421,12 @@ def session_summary(
     report_url: str,
     *,
     notes: SessionNotes = SessionNotes(),  # noqa: B008 (frozen: safe as a default)
+    event_facts: Sequence[EventFacts] | None = None,
 ) -> IndexEntry:
-    """The index line of a session (same counts, badges and flags as its report)."""
-    events = facts_from_table(as_events_table(table_or_records, session.session_id))
+    """The index line of a session (same counts, badges and flags as its report). `event_facts`: the events'
+    facts when the caller has them already (the nightly audit makes them once for the line and the report)."""
+    events = event_facts if event_facts is not None else facts_from_table(
+        as_events_table(table_or_records, session.session_id))
     flags = _flags(session, events)
     shown = _unsuppressed(findings, notes)
     return IndexEntry(
@@ -770,6 +773,7 @@ def render_session_report(
     notes: SessionNotes = SessionNotes(),  # noqa: B008 (frozen: safe as a default)
     rules: Mapping[str, CompiledRule] | None = None,
     files: Sequence[str] | None = None,
+    event_facts: Sequence[EventFacts] | None = None,
 ) -> Path:
     """Write `<session>.html` plus its CSV and Parquet downloads into `output_dir`; return the HTML path.
 
@@ -784,7 +788,7 @@ def render_session_report(
     csv_path, parquet_path = write_downloads(table, output_dir, stem)
     view = build_session_view(
         session,
-        facts_from_table(table),
+        event_facts if event_facts is not None else facts_from_table(table),
         findings,
         {"csv": _link(base_url, csv_path.name), "parquet": _link(base_url, parquet_path.name)},
         generated_at or datetime.now(UTC),
