@@ -137,6 +137,7 @@ findings_sent = sa.Table(
     sa.Column("severity", sa.String(16), nullable=False),
     sa.Column("written_at", UtcDateTime, nullable=False),
     sa.Index("elevation_finding_night", "night"),
+    sa.Index("elevation_finding_request", "request_id"),
 )
 
 drift = sa.Table(

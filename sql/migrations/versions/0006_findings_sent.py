@@ -30,6 +30,7 @@ def upgrade() -> None:
         sa.Column("written_at", sa.DateTime(timezone=True), nullable=False),
     )
     op.create_index("elevation_finding_night", "elevation_finding", ["night"])
+    op.create_index("elevation_finding_request", "elevation_finding", ["request_id"])
     with op.batch_alter_table("elevation_audit") as batch:
         batch.add_column(sa.Column("final_events", sa.Integer, nullable=True))
 
@@ -37,5 +38,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.batch_alter_table("elevation_audit") as batch:
         batch.drop_column("final_events")
+    op.drop_index("elevation_finding_request", table_name="elevation_finding")
     op.drop_index("elevation_finding_night", table_name="elevation_finding")
     op.drop_table("elevation_finding")
