@@ -231,31 +231,66 @@ class MissingCloudTrailData(RuntimeError):
 AUDIT_BATCH_EVENTS = 200_000
 
 
-def _events_of(filesystem: Any, base: str, session_ids: Sequence[str]) -> Any:
-    """All extracted events of these sessions, across every night's partition (a session can span nights), sorted
-    by session and time. Repetitive columns are read as Arrow dictionaries (what the rules engine reads fastest), row
-    groups one at a time (no read-ahead of the whole partition), and only those whose session_id statistics can
-    hold one of these sessions (the extract writes each partition sorted by session)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.dataset as ds
-    from pyarrow import fs as pafs
+class _Partitions:
+    """The nights' event files, read a row group at a time: each row group's sessions are noted once per run (the
+    session_id column alone, as a dictionary: cheap), and a batch reads only the row groups holding its sessions.
+    So a batch costs its own events plus one row group in memory, whatever the night's size (a night's events are
+    in time order: sessions that overlap share row groups)."""
 
-    from elevation.audit.engine import DICTIONARY_COLUMNS
-    from elevation.cloudtrail.schema import EVENT_SCHEMA
+    def __init__(self, filesystem: Any, base: str) -> None:
+        self.filesystem, self.base = filesystem, base
+        self._groups: dict[date, list[frozenset[str]]] = {}
 
-    schema = pa.schema([pa.field(f.name, pa.dictionary(pa.int32(), f.type)) if f.name in DICTIONARY_COLUMNS else f
-                        for f in EVENT_SCHEMA])
-    if not session_ids or filesystem.get_file_info(base).type == pafs.FileType.NotFound:
-        return schema.empty_table()
-    file_format = ds.ParquetFileFormat(read_options=ds.ParquetReadOptions(dictionary_columns=DICTIONARY_COLUMNS))
-    dataset = ds.dataset(base, filesystem=filesystem, format=file_format, partitioning="hive",
-                         schema=schema.append(pa.field("date", pa.string())))
-    scanner = dataset.scanner(columns=schema.names, filter=ds.field("session_id").isin(list(session_ids)),
-                              batch_readahead=1, fragment_readahead=1)
-    table = pa.Table.from_batches(scanner.to_batches(), schema=schema)
-    keys = pa.table({"session": table.column("session_id").cast(pa.string()), "time": table.column("eventTime")})
-    return table.take(pc.sort_indices(keys, sort_keys=[("session", "ascending"), ("time", "ascending")]))
+    def _file(self, night: date) -> Any:
+        import pyarrow.parquet as pq
+        from pyarrow import fs as pafs
+
+        from elevation.audit.engine import DICTIONARY_COLUMNS
+        from elevation.extract.writer import FINAL_NAME, partition_dir
+
+        path = f"{partition_dir(self.base, night)}/{FINAL_NAME}"
+        if self.filesystem.get_file_info(path).type != pafs.FileType.File:
+            return None
+        return pq.ParquetFile(self.filesystem.open_input_file(path), read_dictionary=DICTIONARY_COLUMNS)
+
+    def _sessions_by_group(self, night: date, file: Any) -> list[frozenset[str]]:
+        if night not in self._groups:
+            self._groups[night] = [
+                frozenset(str(value) for value in file.read_row_group(index, columns=["session_id"])
+                          .column("session_id").unique().to_pylist())
+                for index in range(file.num_row_groups)
+            ]
+        return self._groups[night]
+
+    def events_of(self, sessions: dict[str, list[date]]) -> Any:
+        """The events of these sessions (id -> the nights their windows touch), sorted by session and time, with
+        the repetitive columns as Arrow dictionaries (what the rules engine reads fastest)."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        from elevation.audit.engine import DICTIONARY_COLUMNS
+        from elevation.cloudtrail.schema import EVENT_SCHEMA
+
+        schema = pa.schema([pa.field(f.name, pa.dictionary(pa.int32(), f.type)) if f.name in DICTIONARY_COLUMNS
+                            else f for f in EVENT_SCHEMA])
+        wanted = set(sessions)
+        pieces = []
+        for night in sorted({night for nights in sessions.values() for night in nights}):
+            file = self._file(night)
+            if file is None:
+                continue
+            with file:
+                for index, held in enumerate(self._sessions_by_group(night, file)):
+                    if held & wanted:
+                        group = file.read_row_group(index)
+                        group = group.filter(pc.is_in(group.column("session_id").cast(pa.string()),
+                                                      value_set=pa.array(sorted(wanted), pa.string())))
+                        pieces.append(group.cast(schema))
+        if not pieces:
+            return schema.empty_table()
+        table = pa.concat_tables(pieces).unify_dictionaries()
+        keys = pa.table({"session": table.column("session_id").cast(pa.string()), "time": table.column("eventTime")})
+        return table.take(pc.sort_indices(keys, sort_keys=[("session", "ascending"), ("time", "ascending")]))
 
 
 def _per_session(events: Any) -> dict[str, Any]:
@@ -367,9 +402,11 @@ def run_audit(runtime: Runtime, night: date) -> AuditSummary:
              if identity.account_id in organization}
     groups = {identity.session_id: "|".join((identity.account_id, identity.permission_set_name,
                                              *sorted(identity.user_names))) for identity in tonight}
+    partitions = _Partitions(filesystem, base)
     with FindingsFile(night_dir, night.isoformat()) as findings_file:  # streamed, replaced when complete
         for batch in _batches(tonight, sizes, groups):
-            events = _events_of(filesystem, base, [identity.session_id for identity in batch])
+            events = partitions.events_of({identity.session_id: _nights_of(identity, end, extract.timezone)
+                                           for identity in batch})
             slices = _per_session(events)
             shared = shared_events(events)
             by_session: dict[str | None, list[Any]] = {}
