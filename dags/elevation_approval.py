@@ -40,7 +40,10 @@ elsewhere, by answering them through Airflow's REST API as the user of the conne
     params={"request_id": Param(0, type="integer", minimum=1, title="Request id")},
 )
 def elevation_approval() -> None:
-    answer = AskApprovers(task_id=ASK_TASK_ID, execution_timeout=None)
+    # Retried when reading the request or the account's OUs fails (AWS unavailable); a wait that times out or an
+    # answer is no failure. apply is not retried: a refused decision is final, and it says why.
+    answer = AskApprovers(task_id=ASK_TASK_ID, execution_timeout=None, retries=2,
+                          retry_delay=pendulum.duration(minutes=1))
 
     @task(execution_timeout=pendulum.duration(minutes=10))
     def apply(answer: dict | None, **context: object) -> dict:

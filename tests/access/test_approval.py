@@ -170,3 +170,70 @@ def test_an_expired_request_is_not_asked_about(make_runtime, file_request):
     run_intake(runtime)
     later = make_runtime(clock=lambda: datetime.now(UTC) + timedelta(hours=25))
     assert "expires" in question_for(later, request_id).skip
+
+
+# --- the operator: what it asks, and that a timeout decides nothing -----------------------------------------------
+
+
+class _Run:
+    run_id = "approval__1"
+    triggering_user_name = None
+
+
+def _context(runtime, request_id: int) -> dict:  # noqa: ANN001
+    return {"params": {"request_id": request_id}, "dag_run": _Run(), "logical_date": runtime.as_of,
+            "task_instance": type("TI", (), {"id": "ti-1"})()}
+
+
+@pytest.fixture
+def operator(monkeypatch, pending):  # noqa: ANN001, ANN201
+    import elevation.runtime
+    from elevation.access.approval import AskApprovers
+
+    runtime, _ = pending
+    monkeypatch.setattr(elevation.runtime, "runtime_for_run", lambda context, job: runtime)
+    monkeypatch.setattr("elevation.access.approval.system_users", lambda: ("elevation-system",))
+    return AskApprovers(task_id="ask")
+
+
+def test_the_operator_parks_for_the_approvers_with_the_requests_deadline(operator, pending, monkeypatch):
+    from airflow.sdk.exceptions import TaskAwaitingInput
+
+    runtime, request_id = pending
+    written: dict = {}
+    monkeypatch.setattr("airflow.providers.standard.operators.hitl.upsert_hitl_detail",
+                        lambda **kwargs: written.update(kwargs))
+    assert operator.defaults is None  # nothing is chosen on timeout
+    with pytest.raises(TaskAwaitingInput):
+        operator.execute(_context(runtime, request_id))
+    assert [user["id"] for user in written["assigned_users"]] == ["bob", "carol", "elevation-system"]
+    assert written["options"] == [APPROVE, REJECT] and "CHG-315" in written["body"]
+    assert timedelta(minutes=59) < operator.response_timeout <= timedelta(minutes=60)
+
+
+def test_the_operator_asks_nobody_about_a_decided_request(operator, pending):
+    runtime, request_id = pending
+    with runtime.engine.begin() as conn:
+        queue.insert_action(conn, request_id, "reject", "carol")
+    run_intake(runtime)
+    result = operator.execute(_context(runtime, request_id))
+    assert result["status"] == "rejected" and "nobody is asked" in result["skip"]
+
+
+def test_a_timeout_returns_without_an_answer(operator, pending, request_row):
+    runtime, request_id = pending
+    result = operator.execute_complete(_context(runtime, request_id),
+                                       {"error": "The response timeout has passed", "error_type": "timeout"})
+    assert result == {"request_id": request_id, "timed_out": True}
+    assert not apply_answer(runtime, request_id, result).applied
+    assert request_row(request_id)["status"] == "pending"
+
+
+def test_an_answer_is_passed_on_with_its_responder(operator, pending):
+    runtime, request_id = pending
+    at = datetime.now(UTC)
+    result = operator.execute_complete(_context(runtime, request_id), {
+        "chosen_options": [APPROVE], "params_input": {"comment": "ok"}, "responded_at": at,
+        "responded_by_user": {"id": "bob", "name": "bob"}, "timedout": False})
+    assert result["chosen_options"] == [APPROVE] and result["responded_by_user"]["name"] == "bob"
+    assert apply_answer(runtime, request_id, result).applied
