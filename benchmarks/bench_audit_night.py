@@ -15,12 +15,12 @@ in this parent process: the measured processes reach it over HTTP, so moto's mem
 Three measurements, each in a fresh interpreter (peak RSS is that run's alone), taking turns in each of --repeat
 rounds (best time kept, so a slow spell on a shared machine hits them alike):
 
-  floor   the read floor: the sessions' events read in the very batches run_audit makes (`_batches`, `_events_of`
-          per batch), nothing else;
+  floor   the read floor: the sessions' events read in the very batches run_audit makes (`_batches`,
+          `_Partitions.events_of` per batch), nothing else;
   rules   the audit's own work: the same reads plus `RuleSet.findings_table` per batch (rules loaded beforehand);
   audit   the real `run_audit(runtime, night)`: reads, rules (`evaluate_table`), each session's HTML report and CSV/
           Parquet downloads, findings streamed to findings-<night>.jsonl, the queue's bookkeeping, the index.
-          Instrumented (wrappers around `_events_of`, `evaluate_table`, the report functions) to split its time,
+          Instrumented (wrappers around `_Partitions.events_of`, `evaluate_table`, the report functions) to split its time,
           and to sample the resident set after each batch.
 
 Peak RSS is VmHWM of the child (/proc/self/status), reset after the imports (`clear_refs`): `ru_maxrss` is printed
@@ -390,8 +390,10 @@ def child(mode: str, folder: Path, night: date) -> dict[str, Any]:
     events = findings = 0
     if mode in ("floor", "rules"):
         started = time.perf_counter()
+        partitions = nightly._Partitions(filesystem, base)
         for batch in batches:
-            table = nightly._events_of(filesystem, base, [identity.session_id for identity in batch])
+            table = partitions.events_of({identity.session_id: nightly._nights_of(identity, end, extract.timezone)
+                                          for identity in batch})
             events += table.num_rows
             if rules is not None:
                 findings += rules.findings_table(table).num_rows
@@ -417,7 +419,7 @@ def child(mode: str, folder: Path, night: date) -> dict[str, Any]:
             read_rows[0] += table.num_rows
             rss_after_batch.append(_mb(_status_kb("VmRSS")))  # the previous batch is gone, this one is in
 
-        nightly._events_of = timed("read", nightly._events_of, on_read)
+        nightly._Partitions.events_of = timed("read", nightly._Partitions.events_of, on_read)
         RuleSet.evaluate_table = timed("rules", RuleSet.evaluate_table)
         report.session_summary = timed("summary", report.session_summary)
         report.render_session_report = timed("render", report.render_session_report)

@@ -182,8 +182,9 @@ def _open_for(since: datetime | None, now: datetime) -> str:
 
 def render_page(document: Mapping[str, Any], *, json_href: str, permalink: str | None) -> bytes:
     """The run's HTML page; `permalink` (from latest.html) points at the run's own page."""
-    environment = _environment()
-    environment.filters["open_for"] = lambda since: _open_for(since, document["generated_at"])
+    environment = _environment().overlay()  # the shared environment is cached: its filters are not ours to change
+    environment.filters = {**environment.filters,
+                           "open_for": lambda since: _open_for(since, document["generated_at"])}
     page = environment.get_template("reconcile_report.html.j2").render(
         doc=document, look=KIND_LOOK, json_href=json_href, permalink=permalink
     )

@@ -11,6 +11,7 @@ function that touches the output location.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -710,7 +711,9 @@ def build_session_view(
 # Rendering
 
 
+@functools.lru_cache(maxsize=1)
 def _environment() -> jinja2.Environment:
+    """One environment per process: Jinja compiles each template once (a night renders hundreds of reports)."""
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(data_path("templates"))),
         autoescape=True,  # every template, whatever its extension: the data is attacker-controlled
