@@ -12,9 +12,8 @@ import sqlalchemy as sa
 from elevation import jobs
 from elevation.access.grants import run_grants
 from elevation.access.intake import run_intake
-from elevation.access.policy import Policy
+from elevation.access.policy import Policy, approvers_for
 from elevation.access.revocations import run_revocations
-from elevation.notify.producer import approvers_for
 from elevation.store import outbox, queue
 from elevation.store.tables import audits, findings_sent, heartbeats, notify_cursors
 from elevation.store.tables import events as events_table

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.standard.operators.hitl import HITLOperator
 from airflow.sdk import Param
 
+from elevation.access.policy import approvers_for
 from elevation.lifecycle import Status
 from elevation.store import queue
 from elevation.store.tables import requests
@@ -72,26 +73,13 @@ class Question:
     timeout: timedelta | None = None
 
 
-def approvers_for(runtime: Runtime, row: queue.Row) -> list[str]:
+def approver_logins(runtime: Runtime, row: queue.Row) -> list[str]:
     """The logins of the people the policy names as approvers for the request's account (or its OUs), never the
-    requester unless the policy allows self-approval; in policy order, each once."""
+    requester unless the policy allows self-approval (:func:`elevation.access.policy.approvers_for`)."""
     from elevation.access.intake import _account_ous_or_raise
 
-    policy = runtime.policy
     ous = _account_ous_or_raise(runtime, str(row["account_id"]))
-    me = policy.person(row["requester"])
-    found: list[str] = []
-    for rule in policy.approvers:
-        if not rule.covers(str(row["account_id"]), ous):
-            continue
-        for login in rule.approvers:
-            person = policy.person(login)
-            if person is None or person.login in found:
-                continue
-            if me is not None and person.login == me.login and not policy.allow_self_approval:
-                continue
-            found.append(person.login)
-    return found
+    return [person.login for person in approvers_for(runtime.policy, row["requester"], str(row["account_id"]), ous)]
 
 
 def _md(value: object) -> str:
@@ -123,7 +111,7 @@ def question_for(runtime: Runtime, request_id: int) -> Question:
     deadline = min(row["created_at"] + runtime.policy.limits.request_expiry, end)
     if deadline <= now:
         return Question(request_id, status, skip=f"request {request_id} expires now: intake expires it")
-    approvers = approvers_for(runtime, row)
+    approvers = approver_logins(runtime, row)
     if not approvers:
         return Question(request_id, status, skip=f"the policy names no approver for request {request_id}")
     minutes = int(round((end - start).total_seconds() / 60))

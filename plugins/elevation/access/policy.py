@@ -365,3 +365,22 @@ def standing_triples(policy: Policy) -> frozenset[Triple]:
         )
         for item in policy.standing_assignments
     )
+
+
+def approvers_for(policy: Policy, requester: str, account_id: str, account_ous: Iterable[str]) -> list[Person]:
+    """The people who may approve this request: approvers of every rule covering the account (or its OUs), never
+    the requester unless the policy allows self-approval. In policy order, each once."""
+    ous = list(account_ous)
+    me = policy.person(requester)
+    found: list[Person] = []
+    for rule in policy.approvers:
+        if not rule.covers(account_id, ous):
+            continue
+        for login in rule.approvers:
+            person = policy.person(login)
+            if person is None or person in found:
+                continue
+            if me is not None and person.login == me.login and not policy.allow_self_approval:
+                continue
+            found.append(person)
+    return found

@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 
-from elevation.access.policy import Person, Policy
+from elevation.access.policy import approvers_for
 from elevation.lifecycle import Status
 from elevation.notify import messages as m
 from elevation.runtime import Runtime
@@ -53,25 +53,6 @@ class ProduceSummary:
     audits: int = 0
     digests: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-
-
-def approvers_for(policy: Policy, requester: str, account_id: str, account_ous: Iterable[str]) -> list[Person]:
-    """The people who may approve this request: approvers of every rule covering the account (or its OUs), never
-    the requester unless the policy allows self-approval. In policy order, each once."""
-    ous = list(account_ous)
-    me = policy.person(requester)
-    found: list[Person] = []
-    for rule in policy.approvers:
-        if not rule.covers(account_id, ous):
-            continue
-        for login in rule.approvers:
-            person = policy.person(login)
-            if person is None or person in found:
-                continue
-            if me is not None and person.login == me.login and not policy.allow_self_approval:
-                continue
-            found.append(person)
-    return found
 
 
 class _Context:
