@@ -84,6 +84,7 @@ class LocalAirflow:
 
         self.folder.mkdir(parents=True, exist_ok=True)
         self.emulator = AwsEmulator(port=0).start()
+        self.emulator.reset()  # moto's state is process-wide: start from an empty AWS (inside a test session too)
         env, self.accounts, _ = _set_up(self.emulator, self.folder, self.dags)
         self.slack = SlackFake().start()
         for login, (_, _, email, _) in PEOPLE.items():
