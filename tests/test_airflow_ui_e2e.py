@@ -119,6 +119,21 @@ def test_a_request_is_approved_in_airflow_and_becomes_active(local_airflow: Loca
     wait_for("the request to be active", lambda: _status(local, 1) == "active", 300, local)
     row = _row(local, 1)
     assert row["decided_by"] == "bob" and row["requester"] == "erin"
+    # And the people were told, in the fake Slack, by elevation_notify (started now instead of at the next minute).
+    admin.post("/dags/elevation_notify/dagRuns", {"logical_date": None})
+
+    def messages() -> str:
+        return "; ".join(f"{m.user or m.channel}: {m.text[:80]}" for m in local.slack.messages)
+
+    try:
+        wait_for("the pending, approved and active messages in Slack", lambda: (
+            local.slack.messages_to("bob@example.com") and len(local.slack.messages_to("erin@example.com")) >= 2
+        ), 240, local)
+    except AssertionError as error:
+        raise AssertionError(f"{error}; Slack got: {messages()}") from None
+    assert local.slack.messages_to("carol@example.com"), messages()  # both approvers were asked
+    assert any("CHG-900" in message.text or "CHG-900" in str(message.blocks)
+               for message in local.slack.messages_to("bob@example.com")), messages()
 
     # Decided elsewhere while the approval waits: carol rejects request 2 with an action row (as the command line
     # or Slack would); the dispatcher closes the waiting approval through the REST API, and nothing else changes.
