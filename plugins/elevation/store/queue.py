@@ -307,6 +307,11 @@ def beat(
         "outcome": outcome,
         "detail": None if detail is None else dumps(detail),
     }
-    updated = conn.execute(sa.update(heartbeats).where(heartbeats.c.job == job).values(**values))
-    if updated.rowcount == 0:
-        conn.execute(sa.insert(heartbeats).values(job=job, **values))
+    # One atomic upsert: two runs of a job at once must not both find no row and both insert (PostgreSQL raised a
+    # unique violation for two concurrent notification senders).
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    statement = insert(heartbeats).values(job=job, **values)
+    conn.execute(statement.on_conflict_do_update(index_elements=[heartbeats.c.job], set_=values))
