@@ -7,59 +7,41 @@ its process group id, also on failure; the wall time is printed.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-import requests
 
-from elevation.devkit.airflow_local import LocalAirflow, password_of
+from conftest import POSTGRES_ENV
+from elevation.devkit.airflow_local import AirflowApi, LocalAirflow, living_group_members
+from elevation.devkit.postgres import scratch_database
 
 pytestmark = [pytest.mark.airflow_e2e, pytest.mark.timeout(900)]
 
 
 @pytest.fixture
 def local_airflow(tmp_path) -> Iterator[LocalAirflow]:  # noqa: ANN001
-    local = LocalAirflow(tmp_path / "airflow-local")
-    started = local.processes  # the same dict: filled as processes start, so a failed start is cleaned up too
-    try:
-        local.start(timeout=240)
-        yield local
-    finally:
-        pids = [process.pid for process in started.values()]
-        local.stop()
-        leftovers = [pid for pid in pids if _group_alive(pid)]
-        assert not leftovers, f"process groups still alive after stop: {leftovers}"
+    """On PostgreSQL when the test server is known (as deployed; SQLite's one writer at a time is slow under four
+    processes), else on SQLite files, as `make airflow` runs for a newcomer."""
+    with contextlib.ExitStack() as stack:
+        base = os.environ.get(POSTGRES_ENV)
+        metadata = stack.enter_context(scratch_database(base, "airflow_e2e")) if base else None
+        local = LocalAirflow(tmp_path / "airflow-local", metadata_url=metadata)
+        started = local.processes  # the same dict: filled as processes start, so a failed start is cleaned up too
+        try:
+            local.start(timeout=240)
+            yield local
+        finally:
+            pids = [process.pid for process in started.values()]
+            local.stop()
+            leftovers = {pid: living_group_members(pid) for pid in pids if living_group_members(pid)}
+            assert not leftovers, f"process groups with living members after stop: {leftovers}"
 
 
-def _group_alive(pid: int) -> bool:
-    import os
-
-    try:
-        os.killpg(pid, 0)
-        return True
-    except (ProcessLookupError, PermissionError):
-        return False
-
-
-class Api:
-    def __init__(self, base: str, login: str) -> None:
-        self.base = base
-        self.http = requests.Session()
-        token = self.http.post(f"{base}/auth/token", json={"username": login, "password": password_of(login)},
-                               timeout=30)
-        assert token.status_code in (200, 201), token.text
-        self.http.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
-
-    def get(self, path: str, **kw: Any) -> requests.Response:
-        return self.http.get(f"{self.base}/api/v2{path}", timeout=30, **kw)
-
-    def post(self, path: str, body: dict) -> requests.Response:
-        return self.http.post(f"{self.base}/api/v2{path}", json=body, timeout=30)
-
-    def patch(self, path: str, body: dict) -> requests.Response:
-        return self.http.patch(f"{self.base}/api/v2{path}", json=body, timeout=30)
+Api = AirflowApi
 
 
 def wait_for(what: str, probe: Callable[[], Any], timeout: float, local: LocalAirflow) -> Any:
@@ -69,9 +51,10 @@ def wait_for(what: str, probe: Callable[[], Any], timeout: float, local: LocalAi
         if value:
             return value
         dead = [name for name, process in local.processes.items() if process.poll() is not None]
-        assert not dead, f"airflow {dead} exited; logs in {local.folder / 'logs'}"
+        assert not dead, f"airflow {dead} exited; {local.log_tail(dead[0])}"
         time.sleep(2)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; logs in {local.folder / 'logs'}")
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; the scheduler's log ends:\n"
+                         f"{local.log_tail('scheduler')}")
 
 
 def test_a_request_is_approved_in_airflow_and_becomes_active(local_airflow: LocalAirflow):
@@ -80,13 +63,12 @@ def test_a_request_is_approved_in_airflow_and_becomes_active(local_airflow: Loca
     admin, erin, bob = Api(local.base_url, "admin"), Api(local.base_url, "erin"), Api(local.base_url, "bob")
     wanted = {"elevation_request", "elevation_approval", "elevation_approval_dispatch", "elevation_intake",
               "elevation_grants"}
-    wait_for("the DAGs to be parsed", lambda: wanted <= {d["dag_id"] for d in admin.get(
-        "/dags", params={"limit": 100}).json().get("dags", [])}, 240, local)
+    wait_for("the DAGs to be parsed", lambda: wanted <= admin.dag_ids(), 240, local)
 
     run = erin.post("/dags/elevation_request/dagRuns", {"logical_date": None, "conf": {
         "account_id": local.accounts["ec-prod"], "permission_set": "PowerUserAccess", "duration_minutes": 30,
         "justification": "release 4.2 (e2e)", "ticket": "CHG-900"}})
-    assert run.status_code == 200, run.text
+    assert run.status_code == 200, f"{run.text}; the api-server's log ends:\n{local.log_tail('api-server')}"
     run_id = run.json()["dag_run_id"]
 
     def state(dag_id: str, run_id: str) -> str | None:

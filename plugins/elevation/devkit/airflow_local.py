@@ -6,7 +6,9 @@ LocalExecutor, SQLite metadata, the Simple auth manager with known passwords), a
 `.airflow`, emptied at start). It prints where to log in and as whom, and stops on Ctrl-C or SIGTERM,
 killing every process it started (each in its own process group, by pid).
 
-The e2e test (tests/test_airflow_ui_e2e.py) starts the same thing with :class:`LocalAirflow`.
+The e2e test (tests/test_airflow_ui_e2e.py) starts the same thing with :class:`LocalAirflow`, on PostgreSQL when
+the test server is known, and `make test-distributed` (elevation.devkit.distributed) the production topology:
+CeleryExecutor with separate workers, PostgreSQL for Airflow's metadata and the queue, Redis as the broker.
 """
 
 from __future__ import annotations
@@ -50,8 +52,17 @@ def password_of(login: str) -> str:
 class LocalAirflow:
     """The emulator, the queue, SlackFake and Airflow's processes under `folder`. `start()`, then `stop()`."""
 
-    def __init__(self, folder: Path, port: int = 0, dags: Path | None = None) -> None:
+    def __init__(self, folder: Path, port: int = 0, dags: Path | None = None, *, metadata_url: str | None = None,
+                 queue_url: str | None = None, celery_broker_url: str | None = None, workers: int = 0) -> None:
+        """`metadata_url`/`queue_url`: PostgreSQL databases (empty) instead of SQLite files under `folder`;
+        `celery_broker_url` with `workers`: CeleryExecutor and that many `airflow celery worker` processes
+        (concurrency 1 each, named worker-1, worker-2, ... in the task instances' hostname)."""
+        if celery_broker_url and not (metadata_url and workers):
+            raise ValueError("CeleryExecutor needs a PostgreSQL metadata database and at least one worker")
         self.folder = folder.resolve()
+        self.metadata_url = metadata_url
+        self.celery_broker_url = celery_broker_url
+        self.workers = workers
         self.port = port or free_port()
         self.dags = (dags or REPO / "dags").resolve()
         self.base_url = f"http://127.0.0.1:{self.port}"
@@ -60,7 +71,7 @@ class LocalAirflow:
         self.accounts: dict[str, str] = {}
         self.emulator: Any = None
         self.slack: Any = None
-        self.queue_url = ""
+        self.queue_url = queue_url or ""
 
     # --- start --------------------------------------------------------------------------------------------
 
@@ -70,6 +81,8 @@ class LocalAirflow:
             self._migrate()
             for name in AIRFLOW_PROCESSES:
                 self._spawn(name)
+            for number in range(1, self.workers + 1):
+                self._spawn_worker(f"worker-{number}")
             self.wait_healthy(timeout)
         except BaseException:
             self.stop()
@@ -97,13 +110,17 @@ class LocalAirflow:
         home.mkdir(parents=True, exist_ok=True)
         users = {**ROLES, SYSTEM_USER: "USER"}
         passwords.write_text(json.dumps({login: password_of(login) for login in users}), encoding="utf-8")
+        if self.queue_url:
+            env.update(self._queue_on(self.queue_url))
         self.queue_url = env["ELEVATION_DATABASE_URL"]
         self.env = {
             **{key: value for key, value in os.environ.items() if not key.startswith(("AIRFLOW", "ELEVATION"))},
             **env,
             **airflow_environment(home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags),
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor" if self.celery_broker_url else "LocalExecutor",
+            # SQLite (the default): wait for a lock instead of failing a request after sqlite's 5 s.
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": f"{__name__}.SQLITE_CONNECT_ARGS",
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
@@ -122,6 +139,31 @@ class LocalAirflow:
                 {"conn_type": "http", "host": self.base_url, "login": SYSTEM_USER,
                  "password": password_of(SYSTEM_USER)}),
         }
+        if self.metadata_url:
+            self.env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = self.metadata_url
+            del self.env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS"]
+        if self.celery_broker_url:
+            assert self.metadata_url is not None
+            self.env["AIRFLOW__CELERY__BROKER_URL"] = self.celery_broker_url
+            self.env["AIRFLOW__CELERY__RESULT_BACKEND"] = "db+" + self.metadata_url
+
+    @staticmethod
+    def _queue_on(url: str) -> dict[str, str]:
+        """The queue on a PostgreSQL database instead of the SQLite file: migrated, and the connection to it."""
+        import sqlalchemy as sa
+
+        from elevation.store.database import create_engine_for_url
+        from elevation.store.migrations import upgrade
+
+        engine = create_engine_for_url(url)
+        try:
+            upgrade(engine)
+        finally:
+            engine.dispose()
+        parts = sa.engine.make_url(url)
+        connection = {"conn_type": "postgres", "host": parts.host or "127.0.0.1", "port": parts.port or 5432,
+                      "schema": parts.database, "login": parts.username or "", "password": parts.password or ""}
+        return {"ELEVATION_DATABASE_URL": url, "AIRFLOW_CONN_ELEVATION_DB": json.dumps(connection)}
 
     def _enable_notifications(self, config: Path) -> None:
         import yaml
@@ -153,6 +195,26 @@ class LocalAirflow:
         self.processes[name] = subprocess.Popen([str(BIN / "airflow"), name, *args], env=self.env, stdout=out,
                                                 stderr=subprocess.STDOUT, start_new_session=True, cwd=self.folder)
 
+    def _spawn_worker(self, name: str) -> None:
+        """A Celery worker of concurrency 1 whose task instances record `name` as their hostname."""
+        logs = self.folder / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        out = (logs / f"{name}.log").open("ab")
+        env = {**self.env, "ELEVATION_WORKER_NAME": name,
+               "AIRFLOW__CORE__HOSTNAME_CALLABLE": f"{__name__}.worker_hostname"}
+        # --skip-serve-logs: two workers on one machine would both take the log server's port.
+        self.processes[name] = subprocess.Popen(
+            [str(BIN / "airflow"), "celery", "worker", "--concurrency", "1", "--celery-hostname", f"{name}@%h",
+             "--skip-serve-logs"], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=self.folder)
+
+    def log_tail(self, name: str, lines: int = 40) -> str:
+        """The end of one process's log, for a failure message."""
+        path = self.folder / "logs" / f"{name}.log"
+        if not path.exists():
+            return f"(no {path})"
+        return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
+
     def wait_healthy(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -183,6 +245,10 @@ class LocalAirflow:
             _signal_group(process.pid, signal.SIGKILL)  # the group's stragglers too, even if the leader is gone
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(5)
+        groups = [process.pid for process in self.processes.values()]
+        deadline = time.monotonic() + 10  # SIGKILL is delivered asynchronously: let the stragglers die
+        while any(living_group_members(pid) for pid in groups) and time.monotonic() < deadline:
+            time.sleep(0.1)
         self.processes.clear()
         if self.slack is not None:
             self.slack.stop()
@@ -192,15 +258,68 @@ class LocalAirflow:
             self.emulator = None
 
     def alive(self) -> list[int]:
-        """Pids of started process groups that still have a member."""
-        alive = []
-        for process in self.processes.values():
-            try:
-                os.killpg(process.pid, 0)
-                alive.append(process.pid)
-            except (ProcessLookupError, PermissionError):
-                pass
-        return alive
+        """Pids of started process groups that still have a living member."""
+        return [process.pid for process in self.processes.values() if living_group_members(process.pid)]
+
+
+class AirflowApi:
+    """Airflow's REST API as one user (the Simple auth manager's token), for scripts and tests."""
+
+    def __init__(self, base_url: str, login: str) -> None:
+        import requests
+
+        self.base = base_url
+        self.http = requests.Session()
+        token = self.http.post(f"{base_url}/auth/token", json={"username": login, "password": password_of(login)},
+                               timeout=30)
+        if token.status_code not in (200, 201):
+            raise RuntimeError(f"no API token for {login}: {token.status_code} {token.text[:300]}")
+        self.http.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
+
+    def get(self, path: str, **kw: Any) -> Any:
+        return self.http.get(f"{self.base}/api/v2{path}", timeout=30, **kw)
+
+    def post(self, path: str, body: dict[str, Any]) -> Any:
+        return self.http.post(f"{self.base}/api/v2{path}", json=body, timeout=30)
+
+    def patch(self, path: str, body: dict[str, Any]) -> Any:
+        return self.http.patch(f"{self.base}/api/v2{path}", json=body, timeout=30)
+
+    def dag_ids(self) -> set[str]:
+        answer = self.get("/dags", params={"limit": 100})
+        return {dag["dag_id"] for dag in answer.json().get("dags", [])} if answer.status_code == 200 else set()
+
+
+#: sqlite3's default lock wait is 5 s; Airflow's processes share the file, and one waits for another.
+SQLITE_CONNECT_ARGS = {"timeout": 60}
+
+
+def worker_hostname() -> str:
+    """`core.hostname_callable` of a local Celery worker: its name, so tasks show which worker ran them."""
+    return f"{os.environ.get('ELEVATION_WORKER_NAME', 'worker')}@{socket.getfqdn()}"
+
+
+def living_group_members(pgid: int) -> list[int]:
+    """Processes of the group that are not zombies. Zombies count for `killpg(pgid, 0)`, but are dead: where no
+    init reaps orphans (a container whose pid 1 is the test runner), they stay until their parent exits."""
+    if not Path("/proc/self/stat").exists():  # no procfs: the signal probe, zombies included
+        try:
+            os.killpg(pgid, 0)
+            return [pgid]
+        except (ProcessLookupError, PermissionError):
+            return []
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()  # after "pid (comm) ": state, ppid, pgrp, ...
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(entry.name))
+    return members
 
 
 def _signal_group(pid: int, signum: int) -> None:
