@@ -178,6 +178,9 @@ def run_child(*args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sizes", nargs="*", type=int, default=[250_000, 1_000_000])
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run the columnar extract this many times per size (a shared machine's noise shows; "
+                        "the median is printed last)")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -199,11 +202,16 @@ def main() -> int:
             measures.append(
                 (f"floor: gunzip{' + ' + kind if kind != 'gunzip' else ''}", run_child(kind, str(folder)))
             )
-        for mode, flag in (("extract: records", "0"), ("extract: columnar", "1")):
+        runs = [("extract: records", "0")] + [("extract: columnar", "1")] * max(1, args.repeat)
+        for mode, flag in runs:
             with tempfile.TemporaryDirectory() as output:
                 measures.append(
                     (mode, run_child("extract", str(folder), output, env={"ELEVATION_COLUMNAR_READS": flag}))
                 )
+        columnar = sorted((report for what, report in measures if what == "extract: columnar"),
+                          key=lambda report: report["seconds"])
+        if len(columnar) > 1:
+            measures.append(("  median columnar", columnar[len(columnar) // 2]))
         for what, report in measures:
             events = report.get("records_read", report.get("records")) or size
             print(
