@@ -34,6 +34,7 @@ os.environ.update(airflow_environment(Path(tempfile.mkdtemp(prefix="elevation-ai
 os.environ["AIRFLOW__LOGGING__LOGGING_LEVEL"] = "WARNING"
 
 from elevation.cloudtrail.records import iter_records_from_path  # noqa: E402
+from elevation.devkit.aws_calls import RECORDER, AwsCallRecorder  # noqa: E402
 from elevation.devkit.cloudtrail_lake import CloudTrailLakeDouble  # noqa: E402
 from elevation.devkit.emulator import AwsEmulator  # noqa: E402
 from elevation.devkit.trail_events import Scenario, upload_trail  # noqa: E402
@@ -42,6 +43,20 @@ from elevation.runtime import Runtime, identity_center_from_airflow  # noqa: E40
 from elevation.store import queue  # noqa: E402
 from elevation.store.database import create_engine_for_url  # noqa: E402
 from elevation.store.migrations import upgrade  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def aws_call_recorder() -> Iterator[AwsCallRecorder]:
+    """Every AWS API call the project makes in this run is recorded with the component that made it (calls of
+    fixtures and of the devkit are not the project's); the run's last test checks each against that component's
+    IAM policy in deploy/iam/ (tests/deploy/test_iam_policy.py)."""
+    with RECORDER.installed_for() as recorder:
+        yield recorder
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests whose function has `run_last` set (the check of every AWS call the run made) run after all others."""
+    items.sort(key=lambda item: bool(getattr(getattr(item, "function", None), "run_last", False)))
 
 
 @pytest.fixture(scope="session")
