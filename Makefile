@@ -34,7 +34,7 @@ test-ui: $(STAMP)
 
 # The production topology here: scheduler, dag-processor, triggerer, api-server and two Celery workers as separate
 # processes on PostgreSQL and Redis (elevation.devkit.distributed); a batch of requests through the scheduled DAGs,
-# checked at the end (final states, only standing assignments left, tasks on both workers). About 6 minutes.
+# checked at the end (final states, only standing assignments left, tasks on both workers). About 4 minutes.
 # Needs PostgreSQL (ELEVATION_TEST_POSTGRES_URL, default postgres@127.0.0.1:5432/test) and Redis (127.0.0.1:6379).
 test-distributed: $(STAMP)
 	$(BIN)/python -m elevation.devkit.distributed $(DISTRIBUTED_ARGS)

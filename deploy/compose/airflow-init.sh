@@ -59,14 +59,15 @@ PY
 # 5. The Airflow users of the Simple auth manager (AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS): the admin and the API
 #    user of the connection elevation_airflow_api get their passwords from .env; the demo's people theirs from the
 #    demo overlay (written to the demo's own passwords file: entrypoint.sh points the variable there in the demo);
-#    any other user listed keeps the password the API server generated and logged at its first start.
+#    any other user listed gets a random password once, kept in the passwords file and never logged.
 python - <<'PY'
 import json
 import os
 import sys
 from pathlib import Path
 
-users = [entry.split(":")[0] for entry in os.environ["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"].split(",") if entry]
+users = [entry.split(":")[0].strip() for entry in os.environ["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"].split(",")
+         if entry.strip()]
 api_user = json.loads(os.environ["AIRFLOW_CONN_ELEVATION_AIRFLOW_API"])["login"]
 missing = [user for user in ("admin", api_user) if user not in users]
 if missing:
@@ -77,11 +78,21 @@ if os.environ.get("ELEVATION_DEMO_PASSWORDS"):
     passwords.update(json.loads(Path(os.environ["ELEVATION_DEMO_PASSWORDS"]).read_text(encoding="utf-8")))
 passwords["admin"] = os.environ["AIRFLOW_ADMIN_PASSWORD"]
 passwords[api_user] = json.loads(os.environ["AIRFLOW_CONN_ELEVATION_AIRFLOW_API"])["password"]
+# Every other user gets a random password here, once (never logged: the API server would print the ones it
+# makes up to its log). The admin hands each person theirs from this file.
+import secrets
+
+created = [user for user in users if user not in passwords]
+for user in created:
+    passwords[user] = secrets.token_urlsafe(18)
 partial = path.with_name(path.name + ".partial")
 partial.write_text(json.dumps(passwords) + "\n", encoding="utf-8")
 partial.chmod(0o600)
 partial.replace(path)
 print(f"airflow-init: Airflow users {', '.join(users)}", flush=True)
+if created:
+    print(f"airflow-init: new users {', '.join(created)}: their passwords are in {path} "
+          f"(docker compose exec airflow-apiserver cat {path})", flush=True)
 PY
 
 say "done"

@@ -4,13 +4,20 @@
 #
 # The demo profile's one-shot `demo-seed` writes the overlay (/opt/airflow/demo/airflow.env, see
 # elevation.devkit.compose_demo): ELEVATION_CONFIG and the AWS connections pointed at the emulator, the demo
-# people as Airflow users. It applies only while an emulator answers at the overlay's ELEVATION_EMULATOR_URL,
-# that is while the demo profile runs in this project: without the profile the service name does not resolve
-# and the containers keep the settings of .env, even if a demo volume was left behind.
+# people as Airflow users. It applies only when asked for, ELEVATION_DEMO_MODE=true (set in .env of a demo
+# project, never in a deployment's), and while an emulator answers at the overlay's ELEVATION_EMULATOR_URL. A
+# deployment never probes for an emulator: a demo container or volume left behind cannot point it at one.
 set -euo pipefail
 
 overlay="${ELEVATION_DEMO_OVERLAY:-/opt/airflow/demo/airflow.env}"
-if [[ -f "${overlay}" ]]; then
+if [[ "${ELEVATION_DEMO_MODE:-false}" != "true" ]]; then
+    if [[ -f "${overlay}" ]]; then
+        echo "elevation: ${overlay} ignored: ELEVATION_DEMO_MODE is not true (this is not a demo project)" >&2
+    fi
+elif [[ ! -f "${overlay}" ]]; then
+    echo "elevation: ELEVATION_DEMO_MODE=true but no demo overlay at ${overlay} (is the demo profile running?)" >&2
+    exit 1
+else
     url="$(sed -n "s/^export ELEVATION_EMULATOR_URL=//p" "${overlay}" | tr -d "'")"
     if [[ -n "${url}" ]] && curl --silent --fail --max-time 5 --output /dev/null "${url}/_emulator/status"; then
         set -a
@@ -27,7 +34,8 @@ if [[ -f "${overlay}" ]]; then
         fi
         echo "elevation: demo profile: AWS connections point at the emulator ${url}; configuration ${ELEVATION_CONFIG}" >&2
     else
-        echo "elevation: ${overlay} ignored: no AWS emulator answers at '${url}' (the demo profile is not running)" >&2
+        echo "elevation: ELEVATION_DEMO_MODE=true but no AWS emulator answers at '${url}' (is the demo profile running?)" >&2
+        exit 1
     fi
 fi
 

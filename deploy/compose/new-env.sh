@@ -21,7 +21,7 @@ while IFS= read -r line || [[ -n "${line}" ]]; do
         if [[ "${name}" == "AIRFLOW_FERNET_KEY" ]]; then
             value="$(openssl rand -base64 32 | tr '+/' '-_')"
         else
-            value="$(openssl rand -hex 24)"
+            value="$(openssl rand -hex 32)"
         fi
         line="${name}=${value}"
     fi

@@ -500,7 +500,7 @@ def test_the_scripts_are_valid_bash_and_python() -> None:
 
 def test_the_init_writes_the_airflow_users_passwords(tmp_path: Path) -> None:
     """Step 5 of airflow-init.sh, run as it is with the compose environment: the admin and the API user get their
-    .env passwords, the demo's people theirs, a user the API server generated a password for keeps it."""
+    .env passwords, the demo's people theirs, a user who has one keeps it, a new one gets a random one."""
     text = (SCRIPTS / "airflow-init.sh").read_text(encoding="utf-8")
     (body,) = [body for body in re.findall(r"<<'PY'\n(.*?)\nPY\n", text, re.S) if "PASSWORDS_FILE" in body]
     init_env = environment(resolved()["services"][INIT])
@@ -510,11 +510,14 @@ def test_the_init_writes_the_airflow_users_passwords(tmp_path: Path) -> None:
     demo.write_text(json.dumps({"alice": "alice-pw"}), encoding="utf-8")
     env = {**init_env, "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
            "ELEVATION_DEMO_PASSWORDS": str(demo), "PATH": os.environ["PATH"]}
-    env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] += ",bob:user,alice:user"
+    env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] += ", bob:user,alice:user , carol:user"
     result = subprocess.run([sys.executable, "-c", body], env=env, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
     api = json.loads(init_env["AIRFLOW_CONN_ELEVATION_AIRFLOW_API"])
-    assert json.loads(passwords.read_text(encoding="utf-8")) == {
+    written = json.loads(passwords.read_text(encoding="utf-8"))
+    carol = written.pop("carol")  # listed without a password: a random one, kept in the file and never printed
+    assert len(carol) >= 20 and carol not in result.stdout + result.stderr and "carol" in result.stdout
+    assert written == {
         "bob": "generated", "admin": init_env["AIRFLOW_ADMIN_PASSWORD"], "alice": "alice-pw",
         api["login"]: api["password"]}
     assert stat.S_IMODE(passwords.stat().st_mode) == 0o600
@@ -646,7 +649,7 @@ def test_secrets_are_required_and_the_example_has_none() -> None:
     text = ENV_EXAMPLE.read_text(encoding="utf-8") + COMPOSE.read_text(encoding="utf-8")
     for pattern in (r"AKIA[0-9A-Z]{16}", r"xox[abpr]-[0-9A-Za-z-]+", r"\b[0-9a-f]{32,}\b"):
         assert not re.search(pattern, text), f"something secret-looking ({pattern}) in .env.example or the compose file"
-    for run in re.findall(r"[A-Za-z0-9+/_=-]{32,}", text):  # base64-like: long, digits and both cases mixed
+    for run in re.findall(r"[A-Za-z0-9+/_-]{32,}=*", text):  # base64-like: long, digits and both cases mixed
         assert not all(re.search(kind, run) for kind in ("[0-9]", "[a-z]", "[A-Z]")), f"a key-like value: {run}"
     for line in (REPO / ".gitignore").read_text(encoding="utf-8").splitlines():
         if line.strip() == ".env":
@@ -794,19 +797,22 @@ class _Emulator(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def _entrypoint(overlay: Path, users: str = "admin:admin,elevation-system:user") -> tuple[dict[str, str], str]:
+def _entrypoint(overlay: Path, users: str = "admin:admin,elevation-system:user", *, demo: bool,
+                expect_ok: bool = True) -> tuple[dict[str, str], str]:
     """Run deploy/compose/entrypoint.sh with `env` as the image's entrypoint: the environment it hands over."""
     env = {"PATH": os.environ["PATH"], "ELEVATION_DEMO_OVERLAY": str(overlay), "AIRFLOW_IMAGE_ENTRYPOINT": "env",
            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": users, "ELEVATION_CONFIG": "/opt/airflow/config/elevation.yaml",
            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": "/opt/airflow/auth/passwords.json",
-           "AIRFLOW_CONN_AWS_DEFAULT": '{"conn_type": "aws"}'}
+           "AIRFLOW_CONN_AWS_DEFAULT": '{"conn_type": "aws"}', "ELEVATION_DEMO_MODE": "true" if demo else "false"}
     result = subprocess.run(["bash", str(SCRIPTS / "entrypoint.sh")], env=env, capture_output=True, text=True,
                             check=False, timeout=30)
-    assert result.returncode == 0, result.stderr
+    assert (result.returncode == 0) == expect_ok, result.stderr
     return dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line), result.stderr
 
 
-def test_the_entrypoint_applies_the_demo_overlay_only_while_the_emulator_answers(tmp_path: Path) -> None:
+def test_the_entrypoint_applies_the_demo_overlay_only_in_a_demo_project_with_its_emulator(tmp_path: Path) -> None:
+    """A deployment (ELEVATION_DEMO_MODE false) never takes the overlay, even with a demo's volume and emulator
+    left behind; a demo project takes it, and refuses to start when its emulator does not answer."""
     if not shutil.which("curl"):
         pytest.skip("deploy/compose/entrypoint.sh uses curl (the Airflow image has it)")
     from elevation.devkit.compose_demo import OVERLAY_FILE, RemoteEmulator, demo_passwords, overlay
@@ -818,7 +824,7 @@ def test_the_entrypoint_applies_the_demo_overlay_only_while_the_emulator_answers
         url = f"http://127.0.0.1:{server.server_port}"
         path = tmp_path / OVERLAY_FILE
         _write_env(path, overlay(RemoteEmulator(url), tmp_path))
-        env, said = _entrypoint(path)
+        env, said = _entrypoint(path, demo=True)
         assert env["ELEVATION_CONFIG"] == str(tmp_path / "elevation.yaml"), said
         for conn_id in ("AIRFLOW_CONN_AWS_DEFAULT", "AIRFLOW_CONN_AWS_CLOUDTRAIL_LOGS"):
             assert json.loads(env[conn_id])["extra"]["endpoint_url"] == url
@@ -827,12 +833,17 @@ def test_the_entrypoint_applies_the_demo_overlay_only_while_the_emulator_answers
         # known demo passwords never land in the deployment's passwords file
         assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"] == "/opt/airflow/auth/passwords.demo.json"
         assert "demo profile" in said
+        # A deployment with the demo's overlay and a live emulator beside it: untouched.
+        env, said = _entrypoint(path, demo=False)
+        assert "ELEVATION_EMULATOR_URL" not in env and env["ELEVATION_CONFIG"] == "/opt/airflow/config/elevation.yaml"
+        assert env["AIRFLOW_CONN_AWS_DEFAULT"] == '{"conn_type": "aws"}' and "ignored" in said
+        assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] == "admin:admin,elevation-system:user"
     finally:
         server.shutdown()
         server.server_close()
-    env, said = _entrypoint(path)  # the same overlay, its emulator gone
-    assert "ELEVATION_DEMO" not in env and env["ELEVATION_CONFIG"] == "/opt/airflow/config/elevation.yaml"
-    assert env["AIRFLOW_CONN_AWS_DEFAULT"] == '{"conn_type": "aws"}' and "ignored" in said
-    assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"] == "/opt/airflow/auth/passwords.json"
-    env, said = _entrypoint(tmp_path / "absent.env")  # no demo at all: nothing said, nothing changed
+    _, said = _entrypoint(path, demo=True, expect_ok=False)  # a demo whose emulator is gone: it does not start
+    assert "no AWS emulator answers" in said
+    _, said = _entrypoint(tmp_path / "absent.env", demo=True, expect_ok=False)
+    assert "no demo overlay" in said
+    env, said = _entrypoint(tmp_path / "absent.env", demo=False)  # no demo at all: nothing said, nothing changed
     assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] == "admin:admin,elevation-system:user" and not said
