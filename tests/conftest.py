@@ -203,7 +203,7 @@ def postgres_url() -> Iterator[str]:
 
     Skipped (with the reason shown) when the variable is absent, except under CI, where that is a failure.
     """
-    import sqlalchemy as sa
+    from elevation.devkit.postgres import scratch_database
 
     base = os.environ.get(POSTGRES_ENV)
     if not base:
@@ -211,17 +211,8 @@ def postgres_url() -> Iterator[str]:
             f"{POSTGRES_ENV} is not set: PostgreSQL tests need a server",
             f"{POSTGRES_ENV} is not set; CI must run the PostgreSQL tests",
         )
-    name = f"elevation_test_{os.getpid()}_{datetime.now(UTC):%H%M%S%f}"
-    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = sa.engine.make_url(base).set(database=name).render_as_string(hide_password=False)
-    try:
+    with scratch_database(base, "test") as url:
         yield url
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 # --- CloudTrail: the real samples, an organization's night, its trail bucket, Lake --------------------------
