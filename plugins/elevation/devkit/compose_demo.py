@@ -58,18 +58,11 @@ class RemoteEmulator:
     def client(self, service: str, config: Any = None) -> Any:
         import boto3
 
-        from elevation.devkit.emulator import DUMMY_CREDENTIAL
+        from elevation.devkit.emulator import emulator_client
 
         if self._session is None:
             self._session = boto3.session.Session()
-        return self._session.client(
-            service,
-            endpoint_url=self.endpoint_url,
-            region_name=self.region,
-            aws_access_key_id=DUMMY_CREDENTIAL,
-            aws_secret_access_key=DUMMY_CREDENTIAL,
-            config=config,
-        )
+        return emulator_client(self._session, service, self.endpoint_url, self.region, config)
 
     def airflow_connection_json(self) -> str:
         """An Airflow AWS connection to this emulator (as AwsEmulator.airflow_connection_json, for its URL)."""

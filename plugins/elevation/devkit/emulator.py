@@ -1430,6 +1430,18 @@ class _QuietRequestHandler(MotoRequestHandler):
         return None
 
 
+def emulator_client(session: Any, service: str, endpoint_url: str, region: str, config: Config | None = None) -> Any:
+    """A client of `session` for `service` at an emulator's endpoint, with the dummy credentials it accepts."""
+    return session.client(
+        service,
+        endpoint_url=endpoint_url,
+        region_name=region,
+        aws_access_key_id=DUMMY_CREDENTIAL,
+        aws_secret_access_key=DUMMY_CREDENTIAL,
+        config=config,
+    )
+
+
 class AwsEmulator:
     """moto on a free loopback port in a background thread, behind the gap-filling, fault-injecting middleware."""
 
@@ -1546,14 +1558,7 @@ class AwsEmulator:
         with self._client_lock:
             if self._session is None:
                 self._session = boto3.session.Session(botocore_session=botocore.session.Session())
-            return self._session.client(
-                service,
-                endpoint_url=self.endpoint_url,
-                region_name=self.region,
-                aws_access_key_id=DUMMY_CREDENTIAL,
-                aws_secret_access_key=DUMMY_CREDENTIAL,
-                config=config,
-            )
+            return emulator_client(self._session, service, self.endpoint_url, self.region, config)
 
     def environment(self) -> dict[str, str]:
         """Environment variables for code that builds its own boto3 clients."""
