@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import requests
 
 from conftest import POSTGRES_ENV
 from elevation.devkit.airflow_local import AirflowApi, LocalAirflow, living_group_members
@@ -47,7 +48,10 @@ Api = AirflowApi
 def wait_for(what: str, probe: Callable[[], Any], timeout: float, local: LocalAirflow) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        value = probe()
+        try:
+            value = probe()
+        except requests.RequestException:  # an API server slow to answer (SQLite under load) is "not yet"
+            value = None
         if value:
             return value
         dead = [name for name, process in local.processes.items() if process.poll() is not None]

@@ -277,13 +277,13 @@ class AirflowApi:
         self.http.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
 
     def get(self, path: str, **kw: Any) -> Any:
-        return self.http.get(f"{self.base}/api/v2{path}", timeout=30, **kw)
+        return self.http.get(f"{self.base}/api/v2{path}", timeout=60, **kw)
 
     def post(self, path: str, body: dict[str, Any]) -> Any:
-        return self.http.post(f"{self.base}/api/v2{path}", json=body, timeout=30)
+        return self.http.post(f"{self.base}/api/v2{path}", json=body, timeout=60)
 
     def patch(self, path: str, body: dict[str, Any]) -> Any:
-        return self.http.patch(f"{self.base}/api/v2{path}", json=body, timeout=30)
+        return self.http.patch(f"{self.base}/api/v2{path}", json=body, timeout=60)
 
     def dag_ids(self) -> set[str]:
         answer = self.get("/dags", params={"limit": 100})

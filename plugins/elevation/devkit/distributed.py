@@ -229,9 +229,14 @@ def _wait(probe: Any, timeout: float, what: str, local: LocalAirflow, every: flo
           progress: Any = None) -> None:
     deadline = time.monotonic() + timeout
     last_report = time.monotonic()
+    import requests
+
     while time.monotonic() < deadline:
-        if probe():
-            return
+        try:
+            if probe():
+                return
+        except requests.RequestException:  # the API server slow to answer: not yet
+            pass
         dead = [name for name, process in local.processes.items() if process.poll() is not None]
         if dead:
             raise RuntimeError(f"airflow {dead[0]} exited; its log ends:\n{local.log_tail(dead[0])}")
