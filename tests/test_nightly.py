@@ -188,3 +188,23 @@ def test_on_cloudtrail_lake_late_events_are_found_by_querying_the_earlier_nights
         empty = [problem for problem in again.problems if problem.kind == "empty"]
         assert [problem.session_id for problem in empty] == [group.session_id]
         assert "returned no events" in empty[0].message
+
+
+def test_an_s3_output_location_is_reached_through_the_output_connection(monkeypatch):
+    """extract.output_location on s3:// is written and read with extract.output_conn_id's credentials, not
+    whatever connection happens to be the default."""
+    import elevation.nightly as nightly
+
+    asked: list[str] = []
+
+    def session_of(conn_id: str):  # noqa: ANN202
+        asked.append(conn_id)
+        return None, "http://127.0.0.1:1", "eu-west-1"
+
+    monkeypatch.setattr(nightly, "_aws_session", session_of)
+    monkeypatch.setattr("elevation.extract.location.resolve_location",
+                        lambda location, **kw: (kw, location.removeprefix("s3://")))
+    options, base = nightly._output("s3://night-data/cloudtrail", "aws_night_data")
+    assert asked == ["aws_night_data"] and base == "night-data/cloudtrail"
+    assert options["region_name"] == "eu-west-1" and options["endpoint_url"] == "http://127.0.0.1:1"
+    assert nightly._output("/tmp/local", "aws_night_data")[1] == "/tmp/local" and asked == ["aws_night_data"]

@@ -148,7 +148,7 @@ def run_extract(
         assert settings.s3_bucket is not None
         source = S3TrailSource(client, settings.s3_bucket, prefix=settings.s3_prefix, org_id=settings.s3_org_id,
                                regions=settings.regions, extra_accounts=settings.extra_accounts)
-    filesystem, base = _output(settings.output_location)
+    filesystem, base = _output(settings.output_location, settings.output_conn_id)
     identities = session_identities(runtime, end)
     summary = extract_night(identities, source, start, end, base, timezone=settings.timezone,
                             delivery_margin=settings.delivery_margin, filesystem=filesystem, now=runtime.now(),
@@ -197,12 +197,13 @@ def _requery_lake(runtime: Runtime, night: date, filesystem: Any, base: str) -> 
     return gained
 
 
-def _output(location: str) -> tuple[Any, str]:
-    """(filesystem, base path) of the extract's output: S3 locations use the AWS connection of the trail bucket."""
+def _output(location: str, conn_id: str) -> tuple[Any, str]:
+    """(filesystem, base path) of the extract's output: an s3:// location through the connection `conn_id`
+    (`extract.output_conn_id`)."""
     from elevation.extract.location import resolve_location
 
     if location.startswith("s3://"):
-        session, endpoint, region = _aws_session("aws_default")
+        session, endpoint, region = _aws_session(conn_id)
         return resolve_location(location, session=session, endpoint_url=endpoint, region_name=region)
     return resolve_location(location)
 
@@ -373,7 +374,7 @@ def run_audit(runtime: Runtime, night: date) -> AuditSummary:
                        organization_accounts=frozenset(organization) or None)
     summary = AuditSummary(night=night.isoformat(),
                            unsupported_rules=[f"{rule.path}: {rule.reason}" for rule in rules.unsupported])
-    filesystem, base = _output(extract.output_location)
+    filesystem, base = _output(extract.output_location, extract.output_conn_id)
     # The manifests of every night the sessions' windows touch: their problems and event counts.
     nights_touched = sorted({day for identity in tonight for day in _nights_of(identity, end, extract.timezone)})
     manifests = {day: read_manifest(filesystem, base, day) for day in nights_touched}

@@ -39,6 +39,8 @@ class ExtractSettings(BaseModel):
     late_delivery_lookback: Duration = timedelta(days=2)
     timezone: str = "UTC"
     output_location: str = "data/cloudtrail"
+    #: The Airflow AWS connection that writes and reads an s3:// output_location (pyarrow's S3 client).
+    output_conn_id: str = "aws_default"
 
     @field_validator("extra_accounts")
     @classmethod
