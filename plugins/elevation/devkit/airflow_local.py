@@ -186,27 +186,24 @@ class LocalAirflow:
         subprocess.run([airflow, "pools", "set", IDENTITY_CENTER_POOL, str(IDENTITY_CENTER_POOL_SLOTS),
                         IDENTITY_CENTER_POOL_DESCRIPTION], env=self.env, check=True, stdout=log, stderr=log)
 
-    def _spawn(self, name: str) -> None:
+    def _spawn(self, name: str, command: list[str] | None = None, env: dict[str, str] | None = None) -> None:
+        """`airflow <name>` (or `airflow <command>`), logging to logs/<name>.log."""
         logs = self.folder / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         out = (logs / f"{name}.log").open("ab")
+        if command is None:
+            command = [name, *(["--host", "127.0.0.1", "--port", str(self.port)] if name == "api-server" else [])]
         # Its own process group: stop() ends it and every child it forked (gunicorn/uvicorn workers, task runners).
-        args = ["--host", "127.0.0.1", "--port", str(self.port)] if name == "api-server" else []
-        self.processes[name] = subprocess.Popen([str(BIN / "airflow"), name, *args], env=self.env, stdout=out,
+        self.processes[name] = subprocess.Popen([str(BIN / "airflow"), *command], env=env or self.env, stdout=out,
                                                 stderr=subprocess.STDOUT, start_new_session=True, cwd=self.folder)
 
     def _spawn_worker(self, name: str) -> None:
         """A Celery worker of concurrency 1 whose task instances record `name` as their hostname."""
-        logs = self.folder / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        out = (logs / f"{name}.log").open("ab")
         env = {**self.env, "ELEVATION_WORKER_NAME": name,
                "AIRFLOW__CORE__HOSTNAME_CALLABLE": f"{__name__}.worker_hostname"}
         # --skip-serve-logs: two workers on one machine would both take the log server's port.
-        self.processes[name] = subprocess.Popen(
-            [str(BIN / "airflow"), "celery", "worker", "--concurrency", "1", "--celery-hostname", f"{name}@%h",
-             "--skip-serve-logs"], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-            cwd=self.folder)
+        self._spawn(name, ["celery", "worker", "--concurrency", "1", "--celery-hostname", f"{name}@%h",
+                           "--skip-serve-logs"], env)
 
     def log_tail(self, name: str, lines: int = 40) -> str:
         """The end of one process's log, for a failure message."""
