@@ -11,20 +11,23 @@ from elevation.alerts import task_failed
 
 DOC = """
 ### Approve a request (human in the loop)
-One run per pending request (run id `approval__<request id>`), started by `elevation_approval_dispatch`.
+One run per pending request (run id `approval__<request id>`), started by `elevation_approval_dispatch`; if that run
+failed and the request is still pending, the dispatcher starts another (`approval__<request id>__2`, ...).
 **ask** waits in *Required Actions* for the approvers the policy names for the account (never the requester unless
 the policy allows self-approval), with the request's details, until the request would expire; a timeout never
 approves. **apply** records the answer as an `elevation_action` row (actor: the Airflow user who answered) and
-applies it with intake, through the same checks as every other decision. If the request was decided elsewhere
-meanwhile (command line, Slack, another system, expiry), the answer changes nothing and the run says so.
+applies it with intake, through the same checks as every other decision; it is retried when that fails (a database
+error), and a repeated answer changes nothing. If the request was decided elsewhere meanwhile (command line, Slack,
+another system, expiry), the answer changes nothing and the run says so.
 """
 
 DISPATCH_DOC = """
 ### Start and close approvals
-Every minute: starts an `elevation_approval` run for each pending, validated request that has none yet (the run id
-`approval__<request id>` makes a repeated start a no-op), and closes waiting approvals whose request was decided
-elsewhere, by answering them through Airflow's REST API as the user of the connection `elevation_airflow_api`
-(without that connection they wait until their timeout, the request's expiry, and then end).
+Every minute: starts an `elevation_approval` run for each pending, validated request that has none yet, or whose
+last one failed (run ids `approval__<request id>`, then `approval__<request id>__2`, ...: derived from what it saw,
+so a repeated or concurrent start is a no-op; at most 5 per request), and closes waiting approvals whose request
+was decided elsewhere, by answering them through Airflow's REST API as the user of the connection
+`elevation_airflow_api` (without that connection they wait until their timeout, the request's expiry, and then end).
 """
 
 
@@ -41,11 +44,13 @@ elsewhere, by answering them through Airflow's REST API as the user of the conne
 )
 def elevation_approval() -> None:
     # Retried when reading the request or the account's OUs fails (AWS unavailable); a wait that times out or an
-    # answer is no failure. apply is not retried: a refused decision is final, and it says why.
+    # answer is no failure.
     answer = AskApprovers(task_id=ASK_TASK_ID, execution_timeout=None, retries=2,
                           retry_delay=pendulum.duration(minutes=1))
 
-    @task(execution_timeout=pendulum.duration(minutes=10))
+    # Retried when recording or applying the answer fails (a database error): the answer is kept in XCom, and a
+    # repeated one is refused quietly as not pending. A refused decision is final (no retry) and says why.
+    @task(execution_timeout=pendulum.duration(minutes=10), retries=3, retry_delay=pendulum.duration(seconds=30))
     def apply(answer: dict | None, **context: object) -> dict:
         from elevation.access.approval import apply_task
 

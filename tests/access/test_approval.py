@@ -5,17 +5,24 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from airflow.sdk.exceptions import AirflowFailException
 
 from elevation.access.approval import (
     APPROVE,
+    MAX_APPROVAL_RUNS,
     REJECT,
     DecisionRefused,
+    UnexpectedAnswer,
     apply_answer,
+    approval_attempt,
+    approvals_to_start,
     close_stale_approvals,
     not_pending,
+    parse_run_id,
     pending_request_ids,
     question_for,
     request_id_of,
+    requests_to_ask,
     run_id_for,
 )
 from elevation.access.intake import run_intake
@@ -37,10 +44,31 @@ def pending(make_runtime, file_request):  # noqa: ANN001, ANN201
     return runtime, request_id
 
 
-def test_run_ids_are_one_per_request():
-    assert run_id_for(42) == "approval__42"
-    assert request_id_of("approval__42") == 42
-    assert request_id_of("manual__2026") is None and request_id_of("approval__x") is None
+def test_run_ids_are_one_per_request_and_attempt():
+    assert run_id_for(42) == "approval__42" == run_id_for(42, 1)
+    assert run_id_for(42, 2) == "approval__42__2"
+    assert request_id_of("approval__42") == 42 and request_id_of("approval__42__3") == 42
+    assert parse_run_id("approval__42") == (42, 1) and parse_run_id("approval__42__3") == (42, 3)
+    for other in ("manual__2026", "approval__x", "approval__42__x", "approval__42__1", "approval__42__", "approval__"):
+        assert request_id_of(other) is None, other  # attempt 1 has one run id only: approval__42
+    with pytest.raises(ValueError):
+        run_id_for(42, 0)
+
+
+def test_which_pending_requests_need_an_approval_run():
+    """(runs it had, of those failed) -> the attempt to start: the first, the next after failures only, and none
+    while one waits or after one ended without an error."""
+    assert approval_attempt(0, 0) == 1  # none yet
+    assert approval_attempt(1, 0) is None  # waiting, or answered / timed out / nobody to ask: no failure
+    assert approval_attempt(1, 1) == 2  # its answer was lost (apply failed after its retries): ask again
+    assert approval_attempt(2, 1) is None  # the second is waiting
+    assert approval_attempt(2, 2) == 3
+    assert approval_attempt(MAX_APPROVAL_RUNS, MAX_APPROVAL_RUNS) is None  # bounded: the admins were alerted
+    assert approval_attempt(3, 3, max_runs=3) is None and approval_attempt(2, 2, max_runs=3) == 3
+    runs = {1: (1, 0), 2: (1, 1), 4: (2, 2), 5: (MAX_APPROVAL_RUNS, MAX_APPROVAL_RUNS)}
+    assert approvals_to_start([1, 2, 3, 4, 5], runs) == [(2, 2), (3, 1), (4, 3)]
+    # Two dispatchers that saw the same thing want the same runs: the same run ids, so the second start is a no-op.
+    assert approvals_to_start([1, 2, 3, 4, 5], runs) == approvals_to_start([1, 2, 3, 4, 5], dict(runs))
 
 
 def test_the_question_names_the_accounts_approvers_and_the_details(pending, world):
@@ -131,6 +159,44 @@ def test_decided_elsewhere_meanwhile_changes_nothing(pending, request_row):
     assert row["status"] == "rejected" and row["decided_by"] == "carol"
 
 
+def test_a_repeated_answer_is_refused_quietly(pending, request_row):
+    """`apply` is retried (a database error): its answer may already be recorded, or even applied, by the try
+    before. The repeat is an action refused as not pending, and the run succeeds; nothing changes."""
+    runtime, request_id = pending
+    first = apply_answer(runtime, request_id, answered("bob", comment="go"))
+    again = apply_answer(runtime, request_id, answered("bob", comment="go"))
+    assert first.applied and not again.applied and again.status == "approved"
+    assert "already decided by bob" in again.message
+    row = request_row(request_id)
+    assert row["status"] == "approved" and row["decided_by"] == "bob"
+    with runtime.engine.connect() as conn:
+        actions = conn.execute(queue.actions.select().order_by(queue.actions.c.id)).mappings().all()
+    assert [(a["actor"], a["outcome"]) for a in actions] == [("bob", "applied"), ("bob", "refused")]
+    assert actions[1]["outcome_reason"] == "cannot approve a request that is approved"
+
+
+def test_an_answer_recorded_by_a_try_that_then_failed_is_applied_once(pending, request_row):
+    """The first try inserted its action and failed before intake ran: the retry's intake applies that one, and
+    refuses the retry's own, quietly."""
+    runtime, request_id = pending
+    with runtime.engine.begin() as conn:
+        queue.insert_action(conn, request_id, "approve", "bob", "go")
+    outcome = apply_answer(runtime, request_id, answered("bob", comment="go"))
+    assert not outcome.applied and outcome.status == "approved" and "already decided by bob" in outcome.message
+    assert request_row(request_id)["decided_by"] == "bob"
+
+
+def test_a_refused_or_unreadable_answer_fails_without_retrying(pending):
+    """A refusal is final: retrying would record it again. It fails the task at once (AirflowFailException), and
+    the dispatcher asks again while the request is pending."""
+    runtime, request_id = pending
+    with pytest.raises(AirflowFailException):
+        apply_answer(runtime, request_id, answered("alice"))
+    with pytest.raises(UnexpectedAnswer):
+        apply_answer(runtime, request_id, answered("bob", option="Maybe"))
+    assert issubclass(DecisionRefused, AirflowFailException) and issubclass(UnexpectedAnswer, AirflowFailException)
+
+
 def test_a_timeout_or_a_system_answer_records_nothing(pending, request_row):
     runtime, request_id = pending
     assert not apply_answer(runtime, request_id, {"request_id": request_id, "timed_out": True}).applied
@@ -162,6 +228,85 @@ def test_pending_requests_and_stale_approvals(pending, make_runtime, file_reques
     api = FakeApi()
     assert close_stale_approvals(runtime, api) == [(777, "missing")]  # the pending one keeps waiting
     assert api.answers == [("approval__777", "ask", -1, REJECT, "closed: request 777 is missing (decided elsewhere)")]
+
+
+def test_a_waiting_later_attempt_is_closed_like_the_first(pending):
+    runtime, request_id = pending
+
+    class FakeApi:
+        def __init__(self) -> None:
+            self.answers: list[tuple] = []
+
+        def waiting_approvals(self) -> list[dict]:
+            return [{"task_instance": {"dag_run_id": run_id, "task_id": "ask", "map_index": -1,
+                                       "state": "awaiting_input"}}
+                    for run_id in (run_id_for(request_id, 2), run_id_for(777, 2), run_id_for(777, 3))]
+
+        def answer(self, run_id: str, *args: object) -> int:
+            self.answers.append((run_id, *args))
+            return 200 if run_id.endswith("__2") else 409  # the third was answered meanwhile
+
+    api = FakeApi()
+    assert close_stale_approvals(runtime, api) == [(777, "missing")]  # request_id is pending: its run waits on
+    assert [answer[0] for answer in api.answers] == ["approval__777__2", "approval__777__3"]
+
+
+class FakeTaskInstance:
+    """The dispatcher's view of Airflow's runs (`ti.get_dr_count`, answered by the API server in a real run)."""
+
+    def __init__(self, states: dict[str, str]) -> None:
+        self.states = states
+        self.asked = 0
+
+    def get_dr_count(self, dag_id: str, logical_dates: object = None, run_ids: list[str] | None = None,
+                     states: list[str] | None = None) -> int:
+        assert dag_id == "elevation_approval"
+        self.asked += 1
+        return sum(1 for run_id in run_ids or [] if run_id in self.states
+                   and (states is None or self.states[run_id] in states))
+
+
+@pytest.fixture
+def dispatch(monkeypatch, pending):  # noqa: ANN001, ANN201
+    import elevation.runtime
+
+    runtime, _ = pending
+    monkeypatch.setattr(elevation.runtime, "runtime_for_run", lambda context, job: runtime)
+
+    def _dispatch(states: dict[str, str]) -> list[str]:
+        return [start["trigger_run_id"] for start in requests_to_ask({"ti": FakeTaskInstance(states)})]
+
+    return _dispatch
+
+
+def test_the_dispatcher_asks_again_when_the_approval_of_a_pending_request_failed(dispatch, pending, request_row):
+    runtime, rid = pending
+    assert dispatch({}) == [f"approval__{rid}"]
+    assert dispatch({f"approval__{rid}": "running"}) == []
+    assert dispatch({f"approval__{rid}": "success"}) == []  # answered, or timed out: nothing lost
+    # The answer was lost (apply failed after its retries) while the request is still pending: a new run asks again.
+    assert dispatch({f"approval__{rid}": "failed"}) == [f"approval__{rid}__2"]
+    assert dispatch({f"approval__{rid}": "failed", f"approval__{rid}__2": "queued"}) == []
+    assert dispatch({f"approval__{rid}": "failed", f"approval__{rid}__2": "failed"}) == [f"approval__{rid}__3"]
+    # A failed run deleted by hand leaves a gap: the next free run id is used, never one that exists.
+    assert dispatch({f"approval__{rid}__2": "failed"}) == [f"approval__{rid}__3"]
+    every = {run_id_for(rid, n): "failed" for n in range(1, MAX_APPROVAL_RUNS + 1)}
+    assert dispatch(every) == []  # bounded
+    assert request_row(rid)["status"] == "pending"  # the dispatcher only starts runs
+
+    # Decided elsewhere: a failed approval of a request no longer pending is not restarted.
+    with runtime.engine.begin() as conn:
+        queue.insert_action(conn, rid, "reject", "carol")
+    run_intake(runtime)
+    assert dispatch({f"approval__{rid}": "failed"}) == []
+
+
+def test_two_dispatchers_at_once_start_the_same_run(dispatch, pending):
+    """Both see the failed run and ask for the same next run id: TriggerDagRunOperator (skip_when_already_exists)
+    makes the second start a no-op, so the approvers get one approval."""
+    _, rid = pending
+    seen = {f"approval__{rid}": "failed"}
+    assert dispatch(dict(seen)) == dispatch(dict(seen)) == [f"approval__{rid}__2"]
 
 
 def test_an_expired_request_is_not_asked_about(make_runtime, file_request):

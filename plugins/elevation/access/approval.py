@@ -1,6 +1,8 @@
 """Approving in the Airflow UI: a human-in-the-loop task per pending request, answered through the decision path.
 
-`elevation_approval` runs once per request (run id `approval__<request id>`). Its first task, :class:`AskApprovers`
+`elevation_approval` runs once per request (run id `approval__<request id>`; when that run failed and the request is
+still pending, the dispatcher starts `approval__<request id>__2`, and so on, see :func:`approval_attempt`). Its first
+task, :class:`AskApprovers`
 (the standard provider's `HITLOperator`), reads the request and the policy: if the request is no longer pending it
 ends at once and asks nobody; else it parks the task (Airflow 3.3: `awaiting_input`) for the approvers the policy
 names for the account, as their Airflow logins (never the requester unless the policy allows self-approval), with
@@ -20,12 +22,14 @@ to every approval's assigned users; its answers are never turned into decisions)
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, replace
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from airflow.providers.standard.operators.hitl import HITLOperator
 from airflow.sdk import Param
+from airflow.sdk.exceptions import AirflowFailException
 
 from elevation.access.policy import approvers_for
 from elevation.lifecycle import Status
@@ -33,6 +37,8 @@ from elevation.store import queue
 from elevation.store.tables import requests
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
     from elevation.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -44,20 +50,59 @@ OPTIONS = [APPROVE, REJECT]
 #: The Airflow connection of the API user that closes approvals whose request was decided elsewhere (optional).
 API_CONN_ID = "elevation_airflow_api"
 RUN_ID_PREFIX = "approval__"
+#: Approval runs one request may have: a run that failed (its answer lost to a database error, the asking failing
+#: after its retries, a decision refused) is replaced while the request is pending, up to this many in all.
+MAX_APPROVAL_RUNS = 5
+#: The first run has no suffix, the later ones `__2`, `__3`, ...: one run id per attempt.
+_RUN_ID = re.compile(rf"{RUN_ID_PREFIX}(?P<request>[0-9]+)(?:__(?P<attempt>[2-9]|[1-9][0-9]+))?")
 
 
-def run_id_for(request_id: int) -> str:
-    """One approval run per request: a retried or repeated trigger finds this run instead of making a second."""
-    return f"{RUN_ID_PREFIX}{int(request_id)}"
+def run_id_for(request_id: int, attempt: int = 1) -> str:
+    """The request's `attempt`-th approval run: `approval__<id>`, then `approval__<id>__<attempt>`. Derived from what
+    the dispatcher saw, so a retried or concurrent start of the same attempt finds the run instead of making another."""
+    if attempt < 1:
+        raise ValueError(f"attempt {attempt} < 1")
+    return f"{RUN_ID_PREFIX}{int(request_id)}" + (f"__{int(attempt)}" if attempt > 1 else "")
+
+
+def parse_run_id(run_id: str) -> tuple[int, int] | None:
+    """(request id, attempt) of an approval run id, or None for any other run id."""
+    match = _RUN_ID.fullmatch(run_id)
+    if match is None:
+        return None
+    return int(match["request"]), int(match["attempt"] or 1)
 
 
 def request_id_of(run_id: str) -> int | None:
-    if not run_id.startswith(RUN_ID_PREFIX):
-        return None
-    try:
-        return int(run_id[len(RUN_ID_PREFIX):])
-    except ValueError:
-        return None
+    parsed = parse_run_id(run_id)
+    return parsed[0] if parsed else None
+
+
+def approval_attempt(runs: int, failed: int, max_runs: int = MAX_APPROVAL_RUNS) -> int | None:
+    """Which approval run a pending request needs, given how many it has had and how many of them failed.
+
+    None yet: the first. Every one failed: the next, so the approvers are asked again (an answer lost to a database
+    error must not leave them with nothing to answer). One waiting, or one that ended without an error (answered,
+    timed out, or nobody to ask): none. After `max_runs` failed runs: none (each failure alerted the admins; the
+    request can still be decided on the command line, in Slack or with `elevation_decide`, and expires as always).
+    """
+    if runs <= 0:
+        return 1
+    if failed >= runs and runs < max_runs:
+        return runs + 1
+    return None
+
+
+def approvals_to_start(pending: Iterable[int], runs: Mapping[int, tuple[int, int]],
+                       max_runs: int = MAX_APPROVAL_RUNS) -> list[tuple[int, int]]:
+    """(request id, attempt) for each pending request that needs an approval run; `runs` maps a request id to (its
+    approval runs, of those failed), a request missing from it has had none."""
+    wanted = []
+    for request_id in pending:
+        attempt = approval_attempt(*runs.get(request_id, (0, 0)), max_runs=max_runs)
+        if attempt is not None:
+            wanted.append((request_id, attempt))
+    return wanted
 
 
 @dataclass(frozen=True)
@@ -148,8 +193,13 @@ class Outcome:
                 "message": self.message}
 
 
-class DecisionRefused(RuntimeError):
-    """The approver's answer was recorded as an action and refused by intake's checks."""
+class DecisionRefused(AirflowFailException):
+    """The approver's answer was recorded as an action and refused by intake's checks. Final: the task fails without
+    retrying (a retry would record the same refusal again); the dispatcher asks again while the request is pending."""
+
+
+class UnexpectedAnswer(AirflowFailException, ValueError):
+    """An answer that is neither Approve nor Reject: no retry makes it one."""
 
 
 def apply_answer(runtime: Runtime, request_id: int, answer: dict[str, Any] | None,
@@ -157,15 +207,18 @@ def apply_answer(runtime: Runtime, request_id: int, answer: dict[str, Any] | Non
     """Turn the approval task's answer into an action row, apply it with intake, and say what happened.
 
     No answer (nobody was asked, or the wait timed out) and answers by a system user (closing a stale approval)
-    record nothing. An answer refused because the request is no longer pending ends quietly (decided elsewhere);
-    any other refusal raises :class:`DecisionRefused` with intake's reason.
+    record nothing. An answer refused because the request is no longer pending ends quietly (decided elsewhere, or
+    by this same answer on an earlier try of the task: repeating an answer is harmless); any other refusal raises
+    :class:`DecisionRefused` with intake's reason.
     """
     from elevation.access.intake import run_intake
 
     def current() -> str:
+        return str((row() or {}).get("status", "missing"))
+
+    def row() -> Mapping[str, Any] | None:
         with runtime.engine.connect() as conn:
-            row = queue.get_request(conn, request_id)
-        return "missing" if row is None else str(row["status"])
+            return queue.get_request(conn, request_id)
 
     if not answer or answer.get("skip"):
         why = (answer or {}).get("skip") or "no answer"
@@ -179,7 +232,7 @@ def apply_answer(runtime: Runtime, request_id: int, answer: dict[str, Any] | Non
                        f"closed by {name}: the request was decided elsewhere; nothing recorded")
     chosen = list(answer.get("chosen_options") or [])
     if chosen not in ([APPROVE], [REJECT]):
-        raise ValueError(f"unexpected answer {chosen!r} by {name}")
+        raise UnexpectedAnswer(f"unexpected answer {chosen!r} by {name}")
     kind = "approve" if chosen == [APPROVE] else "reject"
     person = runtime.policy.person(name)
     actor = person.login if person is not None else name  # an unknown user is refused by intake, with the reason
@@ -197,6 +250,10 @@ def apply_answer(runtime: Runtime, request_id: int, answer: dict[str, Any] | Non
         return Outcome(request_id, status, False, f"{kind} by {actor} recorded as action {action_id}; the request "
                        "is busy right now, and the next intake applies it")
     if status != Status.PENDING:
+        decided_by = (row() or {}).get("decided_by")
+        if decided_by == actor:  # e.g. a retry of this task after its first try's decision was applied
+            return Outcome(request_id, status, False, f"{kind} by {actor} changed nothing: request {request_id} "
+                           f"was already decided by {actor} and is {status} (a repeated answer is refused quietly)")
         return Outcome(request_id, status, False, f"{kind} by {actor} changed nothing: request {request_id} was "
                        f"decided elsewhere meanwhile and is {status} ({action['outcome_reason']})")
     raise DecisionRefused(f"{kind} of request {request_id} by {actor} refused: {action['outcome_reason']}")
@@ -270,24 +327,25 @@ class AirflowApi:
 def close_stale_approvals(runtime: Runtime, api: AirflowApi) -> list[tuple[int, str]]:
     """Answer (as the API user, with `Reject`, which records nothing) every waiting approval whose request is no
     longer pending. Returns (request id, its status) for each approval closed."""
-    waiting: dict[int, dict[str, Any]] = {}
+    waiting: dict[int, list[dict[str, Any]]] = {}
     for detail in api.waiting_approvals():
         ti = detail.get("task_instance") or {}
         rid = request_id_of(str(ti.get("dag_run_id") or ""))
         if rid is not None and str(ti.get("state")) in ("awaiting_input", "deferred"):
-            waiting[rid] = ti
+            waiting.setdefault(rid, []).append(ti)
     closed: list[tuple[int, str]] = []
     for rid, status in sorted(not_pending(runtime, sorted(waiting)).items()):
-        ti = waiting[rid]
-        code = api.answer(ti["dag_run_id"], ti["task_id"], int(ti.get("map_index", -1)), REJECT,
-                          f"closed: request {rid} is {status} (decided elsewhere)")
-        if code == 200:
-            closed.append((rid, status))
-            log.info("approval of request %s closed: the request is %s", rid, status)
-        elif code == 409:
-            log.info("approval of request %s was answered meanwhile", rid)
-        else:
-            log.warning("approval of request %s could not be closed: HTTP %s", rid, code)
+        for ti in waiting[rid]:  # normally one; a run of an earlier attempt left waiting is closed too
+            run_id = ti["dag_run_id"]
+            code = api.answer(run_id, ti["task_id"], int(ti.get("map_index", -1)), REJECT,
+                              f"closed: request {rid} is {status} (decided elsewhere)")
+            if code == 200:
+                closed.append((rid, status))
+                log.info("approval %s of request %s closed: the request is %s", run_id, rid, status)
+            elif code == 409:
+                log.info("approval %s of request %s was answered meanwhile", run_id, rid)
+            else:
+                log.warning("approval %s of request %s could not be closed: HTTP %s", run_id, rid, code)
     return closed
 
 
@@ -362,16 +420,53 @@ def apply_task(answer: dict[str, Any] | None, context: Any) -> dict[str, Any]:
     return outcome.as_dict()
 
 
-def requests_to_ask(context: Any) -> list[dict[str, Any]]:
-    """The dispatcher: pending requests without an approval run yet, as TriggerDagRunOperator arguments."""
+class RunCounter(Protocol):
+    """What the dispatcher asks Airflow about runs (the task instance's `get_dr_count`, through the supervisor)."""
+
+    def get_dr_count(self, dag_id: str, logical_dates: Any = None, run_ids: list[str] | None = None,
+                     states: list[str] | None = None) -> int: ...
+
+
+def approval_runs(ti: RunCounter, request_id: int, max_runs: int = MAX_APPROVAL_RUNS) -> tuple[int, int]:
+    """(approval runs, of those failed) that Airflow has for the request: two counts over its possible run ids."""
+    candidates = [run_id_for(request_id, attempt) for attempt in range(1, max_runs + 1)]
+    runs = ti.get_dr_count(dag_id=APPROVAL_DAG_ID, run_ids=candidates)
+    failed = ti.get_dr_count(dag_id=APPROVAL_DAG_ID, run_ids=candidates, states=["failed"]) if runs else 0
+    return runs, failed
+
+
+def _free_attempt(ti: RunCounter, request_id: int, attempt: int, max_runs: int) -> int | None:
+    """`attempt`, or the next whose run id is free (a run deleted by hand leaves a gap in the numbers)."""
+    while attempt <= max_runs:
+        if attempt == 1 or not ti.get_dr_count(dag_id=APPROVAL_DAG_ID, run_ids=[run_id_for(request_id, attempt)]):
+            return attempt
+        attempt += 1
+    return None
+
+
+def requests_to_ask(context: Any, max_runs: int = MAX_APPROVAL_RUNS) -> list[dict[str, Any]]:
+    """The dispatcher: an approval run for each pending request without one, or whose last one failed, as
+    TriggerDagRunOperator arguments (it skips a run id that exists: a second dispatcher at once starts nothing)."""
     from elevation.runtime import runtime_for_run
 
     runtime = runtime_for_run(context, "elevation_approval_dispatch")
     ti = context["ti"]
-    todo = [rid for rid in pending_request_ids(runtime)
-            if not ti.get_dr_count(dag_id=APPROVAL_DAG_ID, run_ids=[run_id_for(rid)])]
-    log.info("starting approvals for %s", ", ".join(map(str, todo)) or "no request")
-    return [{"trigger_run_id": run_id_for(rid), "conf": {"request_id": rid}} for rid in todo]
+    pending = pending_request_ids(runtime)
+    runs = {rid: approval_runs(ti, rid, max_runs) for rid in pending}
+    starts = []
+    for rid, attempt in approvals_to_start(pending, runs, max_runs):
+        free = _free_attempt(ti, rid, attempt, max_runs)
+        if free is None:
+            continue
+        if free > 1:
+            log.warning("request %s is pending and its approval run failed: starting %s", rid, run_id_for(rid, free))
+        starts.append((rid, free))
+    for rid, (count, failed) in runs.items():
+        if count >= max_runs and failed >= count:
+            log.warning("request %s is pending and all its %s approval runs failed: none is started again (decide "
+                        "it on the command line, in Slack or with elevation_decide; it expires as always)", rid, count)
+    log.info("starting approvals %s", ", ".join(run_id_for(rid, n) for rid, n in starts) or "for no request")
+    return [{"trigger_run_id": run_id_for(rid, n), "conf": {"request_id": rid}} for rid, n in starts]
 
 
 def close_stale_task(context: Any) -> dict[str, Any]:
