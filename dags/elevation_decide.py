@@ -23,6 +23,8 @@ run has no user (e.g. `airflow dags test`).
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     tags=["elevation", "form"],
+    # A form is not retried: a retry records the action again, so it would repeat a refusal, or report a decision
+    # its first try applied as refused (not pending); the person who submitted it sees the failure at once.
     default_args={"owner": "platform", "retries": 0,
                   "execution_timeout": pendulum.duration(minutes=10),
                   "on_failure_callback": task_failed},

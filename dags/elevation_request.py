@@ -23,6 +23,8 @@ Approvers decide with the `elevation_decide` form, the `elevation` command line,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     tags=["elevation", "form"],
+    # A form is not retried: a retry would file the request a second time; the person who submitted it sees the
+    # failure in the run at once and submits again.
     default_args={"owner": "platform", "retries": 0,
                   "execution_timeout": pendulum.duration(minutes=10),
                   "on_failure_callback": task_failed},

@@ -16,7 +16,7 @@ assignment still needs is kept (the request still ends).
 
 A revoke that fails stays `ending` with an attempt count and is retried each run. When any session is
 overdue by more than `policy.revocation.overdue_margin` (default 10 minutes) **this run fails** after doing
-all it can, so failure alerts fire. Each run writes a heartbeat row (`elevation_heartbeat`, job
+all it can (and once more on its retry, 20 s later), so failure alerts fire. Each run writes a heartbeat row (`elevation_heartbeat`, job
 `elevation_revocations`) that an outside monitor can watch.
 """
 
@@ -28,7 +28,9 @@ all it can, so failure alerts fire. Each run writes a heartbeat row (`elevation_
     catchup=False,
     max_active_runs=1,
     tags=["elevation", "identity-center"],
-    default_args={"owner": "platform", "retries": 0,
+    # One retry, before the next minute's run could start: a passing error (the database, AWS) pages nobody; a run
+    # that fails because a session is overdue fails again 20 s later, after one more try at the revokes.
+    default_args={"owner": "platform", "retries": 1, "retry_delay": pendulum.duration(seconds=20),
                   "execution_timeout": pendulum.duration(minutes=30),
                   "on_failure_callback": task_failed},
     doc_md=DOC,

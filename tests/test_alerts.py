@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from types import SimpleNamespace
 
 import pytest
 from airflow.providers.standard.operators.hitl import HITLOperator
 
+from conftest import REPO
 from elevation.alerts import failure_text, task_failed
 from elevation.devkit.slack_fake import SlackFake
 
@@ -75,3 +77,40 @@ def test_every_dag_alerts_on_failure_and_has_a_timeout(dagbag) -> None:  # noqa:
             callbacks = task.on_failure_callback if isinstance(task.on_failure_callback, list) else [
                 task.on_failure_callback]
             assert task_failed in callbacks, (dag_id, task.task_id)
+
+
+#: The forms: a retry would file the request again, or record the decision again (see the README's DAG section).
+NOT_RETRIED = {"elevation_request", "elevation_decide"}
+
+
+@pytest.fixture(scope="module")
+def parsed_dags(airflow_db: None) -> dict:
+    """The DAGs as their files set them: the session's `dagbag` has its retries zeroed by `run_dag` for speed."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(str(REPO / "dags"))
+    assert not bag.import_errors, bag.import_errors
+    return {dag_id: bag.get_dag(dag_id) for dag_id in bag.dag_ids if dag_id.startswith("elevation_")}
+
+
+def test_retries_are_as_the_readme_says(parsed_dags: dict) -> None:
+    """Every scheduled DAG's tasks and the approval's retry, so a passing error pages nobody; every-minute ones
+    within a minute (before the next run could start: they run one at a time); the forms never retry."""
+    every_minute = {dag_id for dag_id, dag in parsed_dags.items()
+                    if getattr(dag.timetable, "expression", None) == "* * * * *"}
+    assert every_minute == {"elevation_intake", "elevation_grants", "elevation_revocations", "elevation_notify",
+                            "elevation_approval_dispatch"}
+    assert set(parsed_dags) > NOT_RETRIED
+    for dag_id, dag in parsed_dags.items():
+        for task in dag.tasks:
+            where = (dag_id, task.task_id)
+            if dag_id in NOT_RETRIED:
+                assert task.retries == 0, where
+                continue
+            assert task.retries >= 1, where
+            if dag_id != "elevation_approval":
+                assert task.retries <= 2, where  # "once or twice": a lasting failure still alerts within minutes
+            if dag_id in every_minute:
+                assert task.retry_delay <= timedelta(minutes=1), where
+    approval = parsed_dags["elevation_approval"]
+    assert {task.task_id: task.retries for task in approval.tasks} == {"ask": 2, "apply": 3}
