@@ -44,6 +44,16 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+#: Where the plugin mounts the audit viewer on the API server (`plugins/elevation_plugin.py`).
+AUDIT_VIEWER_PREFIX = "/elevation/audit"
+
+
+def audit_base_url(api_base_url: str) -> str:
+    """`audit.base_url` for reports served by this API server: the viewer serves `audit.reports_location`'s files
+    under its prefix, so `<this>/sessions/<id>.html` (the nightly audit's and the notifier's links) resolves."""
+    return api_base_url.rstrip("/") + AUDIT_VIEWER_PREFIX
+
+
 def password_of(login: str) -> str:
     """Known passwords, for a local sandbox only."""
     return f"{login}-pw"
@@ -104,7 +114,7 @@ class LocalAirflow:
             self.slack.add_user(email, login)
         for channel in ("security", "elevation-admin"):
             self.slack.add_channel(channel)
-        self._enable_notifications(Path(env["ELEVATION_CONFIG"]))
+        self._enable_notifications(Path(env["ELEVATION_CONFIG"]), audit_base_url(self.base_url))
         home = self.folder / "airflow"
         passwords = home / "passwords.json"
         home.mkdir(parents=True, exist_ok=True)
@@ -165,12 +175,16 @@ class LocalAirflow:
                       "schema": parts.database, "login": parts.username or "", "password": parts.password or ""}
         return {"ELEVATION_DATABASE_URL": url, "AIRFLOW_CONN_ELEVATION_DB": json.dumps(connection)}
 
-    def _enable_notifications(self, config: Path) -> None:
+    @staticmethod
+    def _enable_notifications(config: Path, reports_url: str) -> None:
+        """Slack on (the fake), and `audit.base_url` at this API server's audit viewer, so the audit results' report
+        links open the reports in this Airflow (without it they read "No report link")."""
         import yaml
 
         document = yaml.safe_load(config.read_text(encoding="utf-8"))
         document["notifications"] = {"enabled": True, "slack_conn_id": "slack_api_default",
                                      "security_channel": "#security", "admin_channel": "#elevation-admin"}
+        document.setdefault("audit", {})["base_url"] = reports_url
         config.write_text(yaml.safe_dump(document, allow_unicode=True, sort_keys=False), encoding="utf-8")
 
     def _migrate(self) -> None:
