@@ -13,9 +13,11 @@ from elevation.access.approval import (
     REJECT,
     DecisionRefused,
     UnexpectedAnswer,
+    airflow_user_ids,
     apply_answer,
     approval_attempt,
     approvals_to_start,
+    assignees,
     close_stale_approvals,
     not_pending,
     parse_run_id,
@@ -382,3 +384,67 @@ def test_an_answer_is_passed_on_with_its_responder(operator, pending):
         "responded_by_user": {"id": "bob", "name": "bob"}, "timedout": False})
     assert result["chosen_options"] == [APPROVE] and result["responded_by_user"]["name"] == "bob"
     assert apply_answer(runtime, request_id, result).applied
+
+
+# --- Airflow user ids: FAB's are numbers, not the user names --------------------------------------------------------
+
+
+class FabLikeUser:
+    """What FAB's user answers Airflow's HITL check with: `get_id()` is str(ab_user.id), `get_name()` the username."""
+
+    def __init__(self, user_id: int, username: str) -> None:
+        self.user_id, self.username = user_id, username
+
+    def get_id(self) -> str:
+        return str(self.user_id)
+
+    def get_name(self) -> str:
+        return self.username
+
+
+def _may_respond(user: FabLikeUser, assigned: list[dict]) -> bool:
+    """Airflow 3.3's check (BaseAuthManager.is_authorized_hitl_task, which FAB does not override)."""
+    from airflow.api_fastapi.auth.managers.base_auth_manager import BaseAuthManager
+
+    return BaseAuthManager.is_authorized_hitl_task(None, assigned_users={a["id"] for a in assigned}, user=user)
+
+
+def test_assigned_users_are_airflow_user_ids_mapped_from_the_logins():
+    assert assignees(["bob", "carol"], {}) == [{"id": "bob", "name": "bob"}, {"id": "carol", "name": "carol"}]
+    mapped = assignees(["bob", "carol"], {"bob": "3"})
+    assert mapped == [{"id": "3", "name": "bob"}, {"id": "carol", "name": "carol"}]
+    assert _may_respond(FabLikeUser(3, "bob"), mapped)
+    assert not _may_respond(FabLikeUser(4, "carol"), mapped)  # unmapped: FAB's id 4 is not "carol"
+    assert not _may_respond(FabLikeUser(3, "bob"), assignees(["bob"], {}))  # why the mapping is needed with FAB
+
+
+def test_the_user_ids_variable_is_read_and_checked(monkeypatch):
+    monkeypatch.delenv("AIRFLOW_VAR_ELEVATION_AIRFLOW_USER_IDS", raising=False)
+    assert airflow_user_ids() == {}
+    monkeypatch.setenv("AIRFLOW_VAR_ELEVATION_AIRFLOW_USER_IDS", '{"bob": 3, "carol": "4"}')
+    assert airflow_user_ids() == {"bob": "3", "carol": "4"}
+    for bad in ('["bob"]', '{"bob": true}', '{"bob": ""}', '{"bob": {"id": 3}}'):
+        monkeypatch.setenv("AIRFLOW_VAR_ELEVATION_AIRFLOW_USER_IDS", bad)
+        with pytest.raises(ValueError, match="elevation_airflow_user_ids"):
+            airflow_user_ids()
+
+
+def test_with_fab_the_approvers_are_assigned_by_id_and_their_answer_is_theirs(operator, pending, monkeypatch,
+                                                                              request_row):
+    from airflow.sdk.exceptions import TaskAwaitingInput
+
+    runtime, request_id = pending
+    monkeypatch.setenv("AIRFLOW_VAR_ELEVATION_AIRFLOW_USER_IDS", '{"bob": 3, "carol": 4, "elevation-system": 9}')
+    written: dict = {}
+    monkeypatch.setattr("airflow.providers.standard.operators.hitl.upsert_hitl_detail",
+                        lambda **kwargs: written.update(kwargs))
+    with pytest.raises(TaskAwaitingInput):
+        operator.execute(_context(runtime, request_id))
+    assert [(u["id"], u["name"]) for u in written["assigned_users"]] == [
+        ("3", "bob"), ("4", "carol"), ("9", "elevation-system")]
+    assert _may_respond(FabLikeUser(3, "bob"), written["assigned_users"])
+    assert not _may_respond(FabLikeUser(5, "erin"), written["assigned_users"])
+    # Airflow records the respondent as {id: "3", name: "bob"}: the decision is bob's.
+    answer = {**answered("bob"), "responded_by_user": {"id": "3", "name": "bob"}}
+    assert apply_answer(runtime, request_id, answer).applied
+    assert request_row(request_id)["decided_by"] == "bob"

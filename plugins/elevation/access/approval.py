@@ -49,6 +49,9 @@ APPROVE, REJECT = "Approve", "Reject"
 OPTIONS = [APPROVE, REJECT]
 #: The Airflow connection of the API user that closes approvals whose request was decided elsewhere (optional).
 API_CONN_ID = "elevation_airflow_api"
+#: An optional Airflow Variable (a JSON object) mapping a policy login to that person's Airflow user id, for auth
+#: managers whose user ids are not the user names (FAB: the numeric id `airflow users list` shows).
+USER_IDS_VARIABLE = "elevation_airflow_user_ids"
 RUN_ID_PREFIX = "approval__"
 #: Approval runs one request may have: a run that failed (its answer lost to a database error, the asking failing
 #: after its retries, a decision refused) is replaced while the request is pending, up to this many in all.
@@ -363,12 +366,35 @@ def system_users() -> tuple[str, ...]:
     return (login,) if login else ()
 
 
+def airflow_user_ids() -> dict[str, str]:
+    """The Variable `elevation_airflow_user_ids` (login -> Airflow user id), {} when it is not set. Airflow checks a
+    respondent by the auth manager's user id: the user name with the Simple auth manager, a number with FAB."""
+    from airflow.sdk import Variable
+
+    value = Variable.get(USER_IDS_VARIABLE, default=None, deserialize_json=True)
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(
+            isinstance(login, str) and isinstance(uid, str | int) and not isinstance(uid, bool) and str(uid)
+            for login, uid in value.items()):
+        raise ValueError(f"the Airflow Variable {USER_IDS_VARIABLE} must be a JSON object of policy login -> "
+                         'Airflow user id, e.g. {"bob": "3"}')
+    return {login: str(uid) for login, uid in value.items()}
+
+
+def assignees(logins: Iterable[str], user_ids: Mapping[str, str]) -> list[dict[str, str]]:
+    """HITL `assigned_users`: `id` is what Airflow compares with the respondent's user id (mapped when the Variable
+    names the login, else the login itself), `name` what the UI shows."""
+    return [{"id": user_ids.get(login, login), "name": login} for login in logins]
+
+
 class AskApprovers(HITLOperator):
     """Ask the request's approvers in the Airflow UI (Required Actions), or end at once when nobody should be asked.
 
     Everything shown is read at execute time from the queue row and the policy: `assigned_users` are the approvers'
-    Airflow logins (the policy's `login`s) plus the closing API user, `response_timeout` the time left before the
-    request expires. No `defaults`: a timeout returns `timed_out` and never approves.
+    Airflow logins (the policy's `login`s) plus the closing API user, as Airflow user ids (see
+    :func:`airflow_user_ids`), `response_timeout` the time left before the request expires. No `defaults`: a
+    timeout returns `timed_out` and never approves.
     """
 
     def __init__(self, **kwargs: Any) -> None:
@@ -392,7 +418,13 @@ class AskApprovers(HITLOperator):
             return {"request_id": request_id, "status": question.status, "skip": question.skip}
         self.subject, self.body = question.subject, question.body
         users = [*question.approvers, *(u for u in system_users() if u not in question.approvers)]
-        self.assigned_users = [{"id": login, "name": login} for login in users]
+        user_ids = airflow_user_ids()
+        unmapped = [login for login in users if user_ids and login not in user_ids]
+        if unmapped:
+            self.log.warning("%s: no Airflow user id in the Variable %s; assigned by login, which only an auth "
+                             "manager whose user ids are the user names accepts", ", ".join(unmapped),
+                             USER_IDS_VARIABLE)
+        self.assigned_users = assignees(users, user_ids)
         self.response_timeout = question.timeout
         self.log.info("asking %s about request %s until %s", ", ".join(question.approvers), request_id,
                       question.timeout)
