@@ -80,6 +80,9 @@ def test_a_request_is_approved_in_airflow_and_becomes_active(local_airflow: Loca
     wanted = {"elevation_request", "elevation_approval", "elevation_approval_dispatch", "elevation_intake",
               "elevation_grants"}
     wait_for("the DAGs to be parsed", lambda: wanted <= admin.dag_ids(), 240, local)
+    # The audit results' report links (audit.base_url) point at this API server's audit viewer, which answers there.
+    assert _config(local)["audit"]["base_url"] == f"{local.base_url}/elevation/audit"
+    assert admin.http.get(f"{local.base_url}/elevation/audit/", timeout=60).status_code == 200
 
     run = erin.post("/dags/elevation_request/dagRuns", {"logical_date": None, "conf": {
         "account_id": local.accounts["ec-prod"], "permission_set": "PowerUserAccess", "duration_minutes": 30,
@@ -131,13 +134,21 @@ def test_a_request_is_approved_in_airflow_and_becomes_active(local_airflow: Loca
     wait_for("the request to be active", lambda: _status(local, 1) == "active", 300, local)
     row = _row(local, 1)
     assert row["decided_by"] == "bob" and row["requester"] == "erin"
-    # And the requester was told, in the fake Slack: approved, then active.
+    # And the requester was told, in the fake Slack: approved by bob, then active until the window's end.
     _start(admin, "elevation_notify")
     try:
         wait_for("the approved and active messages in Slack",
-                 lambda: len(local.slack.messages_to("erin@example.com")) >= 2, 240, local)
+                 lambda: sum(1 for m in local.slack.messages_to("erin@example.com") if m.text.startswith((
+                     "Your request for PowerUserAccess on ", "Your access is active: "))) >= 2, 240, local)
     except AssertionError as error:
         raise AssertionError(f"{error}; Slack got: {_messages(local)}") from None
+    account_id = local.accounts["ec-prod"]
+    titles = [f"PowerUserAccess on ec-prod ({account_id})",  # the account's name from Organizations
+              f"PowerUserAccess on {account_id}"]  # the message without it, if Organizations did not answer
+    told = [m.text for m in local.slack.messages_to("erin@example.com")]
+    until = f"{row['end_at']:%Y-%m-%d %H:%M} UTC"
+    assert told in ([f"Your request for {title} was approved by bob.", f"Your access is active: {title} until {until}"]
+                    for title in titles), _messages(local)
 
     # Decided elsewhere while the approval waits: carol rejects request 2 with an action row (as the command line
     # or Slack would); the dispatcher closes the waiting approval through the REST API, and nothing else changes.
@@ -162,6 +173,13 @@ def test_a_request_is_approved_in_airflow_and_becomes_active(local_airflow: Loca
     assert row["status"] == "rejected" and row["decided_by"] == "carol"
     print(f"\nairflow UI e2e: approved in Airflow and active, then a stale approval closed, in "
           f"{time.monotonic() - started:.0f}s after the processes started")
+
+
+def _config(local: LocalAirflow) -> dict:
+    import yaml
+
+    with open(local.env["ELEVATION_CONFIG"], encoding="utf-8") as file:
+        return yaml.safe_load(file)
 
 
 def _messages(local: LocalAirflow) -> str:
