@@ -1,12 +1,11 @@
 """Approving in the Airflow UI: a human-in-the-loop task per pending request, answered through the decision path.
 
 `elevation_approval` runs once per request (run id `approval__<request id>`; when that run failed and the request is
-still pending, the dispatcher starts `approval__<request id>__2`, and so on, see :func:`approval_attempt`). Its first
-task, :class:`AskApprovers`
-(the standard provider's `HITLOperator`), reads the request and the policy: if the request is no longer pending it
-ends at once and asks nobody; else it parks the task (Airflow 3.3: `awaiting_input`) for the approvers the policy
-names for the account, as their Airflow logins (never the requester unless the policy allows self-approval), with
-the request's details in its body, until the request would expire. There is no default: a timeout never approves
+still pending, the dispatcher starts `approval__<request id>__2`, and so on, see :func:`approval_attempt`). Its
+first task, :class:`AskApprovers` (the standard provider's `HITLOperator`), reads the request and the policy: if the
+request is no longer pending it ends at once and asks nobody; else it parks the task (Airflow 3.3: `awaiting_input`)
+for the approvers the policy names for the account, as their Airflow users (never the requester unless the policy
+allows self-approval), with the request's details in its body, until the request would expire. There is no default: a timeout never approves
 (the task ends, and intake expires the request as always).
 
 The answer is only a proposal: :func:`apply_answer` turns it into an `elevation_action` row with the responder as
