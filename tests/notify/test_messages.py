@@ -12,7 +12,10 @@ from elevation.config import ElevationConfig
 from elevation.notify import messages as m
 from elevation.notify.settings import NotifySettings
 
-HOSTILE = "<!channel> <!here> <@U0123ABCD> <https://evil.example|click me> & <#C999|general> *deploy*"
+HOSTILE = ("<!channel> <!here> <@U0123ABCD> <https://evil.example|click me> & <#C999|general> *deploy* "
+           "@channel @here @everyone @Channel! (@here)")
+#: A broadcast word Slack would link with `link_names` or `parse=full` (or any parser of its own).
+BARE_BROADCAST = re.compile(r"@(channel|here|everyone|group)\b", re.IGNORECASE)
 START = datetime(2026, 11, 29, 10, 0, tzinfo=UTC)
 
 
@@ -34,6 +37,8 @@ def assert_inert(message: m.Message) -> None:
     for sequence in re.findall(r"<[^>]*>", text):
         assert sequence.startswith("<https://reports.example/"), (sequence, text)
     assert "&lt;!channel&gt;" in text and "&lt;@U0123ABCD&gt;" in text and "&amp;" in text
+    assert not BARE_BROADCAST.search(text), text
+    assert f"@{m.WORD_JOINER}channel @{m.WORD_JOINER}here @{m.WORD_JOINER}everyone" in text  # still reads the same
 
 
 def _texts(value):
@@ -82,6 +87,40 @@ def test_hostile_reasons_and_actors_are_inert_in_every_kind():
     ]
     for message in built:
         assert_inert(message)
+
+
+def test_the_sender_never_asks_slack_to_link_names_so_bare_broadcasts_stay_text(engine, slack):
+    """Slack links a bare `@channel` only when a message is posted with `link_names` or `parse=full`: the sender
+    uses neither (checked on what reached the fake Slack), and the text carries no bare broadcast word anyway."""
+    from elevation.notify.sender import run_sender
+    from elevation.runtime import Runtime
+    from elevation.store import outbox
+
+    hostile = view(justification=HOSTILE, requester=HOSTILE)
+    built = [m.request_pending(hostile), m.request_decided(m.REQUEST_REJECTED, hostile, by=HOSTILE, reason=HOSTILE),
+             m.approvers_missing(hostile, HOSTILE), m.audit_result(hostile, m.AuditView({}), to_requester=True)]
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        outbox.enqueue(conn, [outbox.Entry(f"k{i}", message.kind, "#security", message.payload(), 42)
+                              for i, message in enumerate(built)], now=now)
+    config = ElevationConfig(notifications=NotifySettings(enabled=True))
+    runtime = Runtime(config=config, engine=engine, identity_center_factory=lambda r: None, as_of=now,
+                      actor="test", clock=lambda: now, worker="w")
+    assert len(run_sender(runtime).sent) == len(built)
+    posts = [args for method, args in slack.calls if method == "chat.postMessage"]
+    assert len(posts) == len(built)
+    for args in posts:
+        assert "link_names" not in args and args.get("parse") in (None, "none"), args
+        assert not BARE_BROADCAST.search(json.dumps(args, ensure_ascii=False)), args
+    assert all(not BARE_BROADCAST.search(message.text) for message in slack.messages)
+
+
+def test_a_bare_broadcast_is_made_inert_but_an_email_address_is_left_alone():
+    assert m.escape("ping @here, @Everyone and (@channel)") == (
+        f"ping @{m.WORD_JOINER}here, @{m.WORD_JOINER}Everyone and (@{m.WORD_JOINER}channel)")
+    assert m.escape("ops@here.example & @hereford") == "ops@here.example &amp; @hereford"
+    cut = m.escape("@channel " * 50, limit=40)
+    assert len(cut) <= 40 and cut.endswith("…") and not BARE_BROADCAST.search(cut)
 
 
 def test_a_report_link_that_is_not_plain_https_is_shown_as_text():

@@ -3,11 +3,14 @@
 Pure: built from plain values, no I/O, so each kind is tested directly. Everything that comes from people or
 events (requester, justification, ticket, reasons, names of accounts and rules) goes through :func:`escape`, so a
 justification can never mention `<!channel>`, `<!here>`, `<@U...>` or make a link: Slack only reads `<...>` as a
-control sequence, and `&lt;` / `&gt;` are shown as the characters.
+control sequence, and `&lt;` / `&gt;` are shown as the characters. A bare `@channel`, `@here` or `@everyone` is
+only a mention when a message is posted with `link_names` or `parse=full` (the sender never uses either); as a
+second guard, :func:`escape` puts an invisible word joiner after the `@`, so no parser of Slack's can match it.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -48,12 +51,17 @@ SEVERITY_MARK = {"critical": ":red_circle:", "high": ":large_orange_circle:", "m
 
 
 _ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
+#: A bare broadcast word (`@channel`, `@here`, `@everyone`, and `@group`, Slack's old synonym of `@channel`); not
+#: inside an email address (`ops@here.example` stays as it is, copyable).
+_BROADCAST = re.compile(r"(?<![\w.+-])@(?=(?:channel|here|everyone|group)\b)", re.IGNORECASE)
+WORD_JOINER = "\u2060"  # invisible, keeps `@` and the word together on screen, and no longer one token
 
 
 def escape(value: object, limit: int | None = None) -> str:
-    """Text from people or events, made inert for Slack mrkdwn: `&`, `<`, `>` become `&amp;`, `&lt;`, `&gt;`.
+    """Text from people or events, made inert for Slack mrkdwn: `&`, `<`, `>` become `&amp;`, `&lt;`, `&gt;`, and a
+    bare `@channel` / `@here` / `@everyone` gets a word joiner after its `@` (shown the same, never a mention).
     With `limit`, the escaped text is at most that long (cut with `…`, never inside an entity)."""
-    text = "" if value is None else str(value)
+    text = _BROADCAST.sub("@" + WORD_JOINER, "" if value is None else str(value))
     escaped = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     if limit is None or len(escaped) <= limit:
         return escaped
