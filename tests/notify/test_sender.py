@@ -151,31 +151,111 @@ def test_a_missing_connection_leaves_messages_pending_and_says_so_on_the_heartbe
     assert beat["outcome"] == "error"
 
 
-def test_a_retried_task_resumes_its_own_claims_and_sends_nothing_twice(engine, slack, monkeypatch):
-    put(engine, *(entry(f"m{i}", "#security", f"message {i}") for i in range(4)), at=NOW)
+def _crash_recording_the_nth_send(monkeypatch, n):
+    """The worker dies after Slack answered the n-th post and before that answer was written down."""
     real_mark_sent = outbox.mark_sent
     calls = {"n": 0}
 
-    def crash_after_two(*args, **kwargs):
+    def crash(*args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 3:
+        if calls["n"] == n:
             raise RuntimeError("worker killed")
         return real_mark_sent(*args, **kwargs)
 
-    monkeypatch.setattr(sender_module.outbox, "mark_sent", crash_after_two)
+    monkeypatch.setattr(sender_module.outbox, "mark_sent", crash)
+    return lambda: monkeypatch.setattr(sender_module.outbox, "mark_sent", real_mark_sent)
+
+
+def test_a_retried_task_resumes_its_own_claims_and_sends_each_message_exactly_once(engine, slack, monkeypatch):
+    slack.clock = lambda: NOW.timestamp()  # Slack's clock agrees with the test's
+    put(engine, *(entry(f"m{i}", "#security", f"message {i}") for i in range(4)), at=NOW)
+    restore = _crash_recording_the_nth_send(monkeypatch, 3)
     with pytest.raises(RuntimeError):
         run_sender(runtime_at(engine, NOW, worker="elevation_notify/run1/notify"))
-    monkeypatch.setattr(sender_module.outbox, "mark_sent", real_mark_sent)
+    restore()
+    crashed = state(engine)["m2"]
+    assert crashed["state"] == "pending" and crashed["sending_at"] == NOW  # Slack has it; the outbox does not know
     # Another sender cannot take the crashed task's rows while its lease runs ...
     assert run_sender(runtime_at(engine, NOW, worker="someone-else")).sent == []
-    # ... its retry (same worker id) takes them back at once and sends only what was not recorded as sent.
+    # ... its retry (same worker id) takes them back at once, finds message 2 in the channel by its metadata and
+    # records it instead of posting it again.
     retry = run_sender(runtime_at(engine, NOW + timedelta(seconds=5), worker="elevation_notify/run1/notify"))
     assert len(retry.sent) == 2
-    texts = [m.text for m in slack.messages]
-    # The one whose send was answered but not recorded (the worker died in between) is sent again: the
-    # documented window of one round trip. Everything else exactly once.
-    assert sorted(texts) == ["message 0", "message 1", "message 2", "message 2", "message 3"]
-    assert {row["state"] for row in state(engine).values()} == {"sent"}
+    assert sorted(m.text for m in slack.messages) == ["message 0", "message 1", "message 2", "message 3"]
+    rows = state(engine)
+    assert {row["state"] for row in rows.values()} == {"sent"}
+    [posted] = [m for m in slack.messages if m.text == "message 2"]
+    assert (rows["m2"]["slack_channel"], rows["m2"]["slack_ts"]) == (posted.channel, posted.ts)
+    assert posted.metadata == {"event_type": "elevation_outbox", "event_payload": {"key": "m2"}}
+    [looked] = [args for method, args in slack.calls if method == "conversations.history"]
+    assert looked["channel"] == slack.channels["security"] and looked["include_all_metadata"] in ("1", "true", True)
+    assert float(looked["oldest"]) == (NOW - sender_module.HISTORY_MARGIN).timestamp()
+    assert sum(1 for method, args in slack.calls if method == "chat.postMessage" and args["text"] == "message 2") == 1
+
+
+def test_a_dm_whose_answer_was_lost_is_found_in_the_persons_im_and_not_sent_twice(engine, slack, monkeypatch):
+    slack.clock = lambda: NOW.timestamp()
+    put(engine, entry("a", "alice@example.com", "to alice"), at=NOW)
+    restore = _crash_recording_the_nth_send(monkeypatch, 1)
+    with pytest.raises(RuntimeError):
+        run_sender(runtime_at(engine, NOW, worker="w1"))
+    restore()
+    assert len(run_sender(runtime_at(engine, NOW + timedelta(seconds=5), worker="w1")).sent) == 1
+    [dm] = slack.messages_to("alice@example.com")
+    row = state(engine)["a"]
+    assert (row["state"], row["slack_channel"], row["slack_ts"]) == ("sent", dm.channel, dm.ts)
+    alice = slack.user_id("alice@example.com")
+    assert [args["users"] for method, args in slack.calls if method == "conversations.open"] == [alice]
+    assert [args["channel"] for method, args in slack.calls if method == "conversations.history"] == [dm.channel]
+
+
+def test_an_attempt_that_never_reached_slack_is_looked_for_then_posted_once(engine, slack):
+    slack.clock = lambda: NOW.timestamp()
+    put(engine, entry("a", "#security", "to security"), entry("b", "bob@example.com", "to bob"), at=NOW)
+    slack.fail_next(2, status=500, method="chat.postMessage")  # Slack did not take either
+    first = run_sender(runtime_at(engine, NOW))
+    assert len(first.retrying) == 2 and slack.messages == []
+    assert {row["sending_at"] for row in state(engine).values()} == {NOW}
+    later = NOW + timedelta(seconds=31)
+    assert len(run_sender(runtime_at(engine, later)).sent) == 2
+    assert [m.text for m in slack.messages_to("#security")] == ["to security"]
+    assert [m.text for m in slack.messages_to("bob@example.com")] == ["to bob"]
+    looked = [args["channel"] for method, args in slack.calls if method == "conversations.history"]
+    # bob's IM is looked in; #security's id is not known yet (nothing was ever posted there): posted again
+    assert looked == [slack.user_id("bob@example.com").replace("U", "D", 1)]
+    assert {row["sending_at"] for row in state(engine).values()} == {NOW}  # the first attempt's, kept
+
+
+def test_when_slack_cannot_be_searched_the_message_is_posted_again_rather_than_lost(engine, slack, monkeypatch,
+                                                                                       caplog):
+    """A duplicate is better than a lost security alert: without the history scopes the sender cannot tell, so it
+    posts again and says so."""
+    slack.clock = lambda: NOW.timestamp()
+    put(engine, entry("a", "alice@example.com", "revoke overdue", kind="revoke_overdue"), at=NOW)
+    restore = _crash_recording_the_nth_send(monkeypatch, 1)
+    with pytest.raises(RuntimeError):
+        run_sender(runtime_at(engine, NOW, worker="w1"))
+    restore()
+    slack.fail_next(1, method="conversations.history", error="missing_scope")
+    with caplog.at_level("WARNING"):
+        assert len(run_sender(runtime_at(engine, NOW + timedelta(seconds=5), worker="w1")).sent) == 1
+    assert [m.text for m in slack.messages_to("alice@example.com")] == ["revoke overdue", "revoke overdue"]
+    assert "missing_scope" in caplog.text and "a duplicate is better than a lost message" in caplog.text
+
+
+def test_a_rate_limited_look_up_waits_instead_of_posting(engine, slack, monkeypatch):
+    slack.clock = lambda: NOW.timestamp()
+    put(engine, entry("a", "#security", "first"), entry("b", "#security", "second"), at=NOW)
+    restore = _crash_recording_the_nth_send(monkeypatch, 2)
+    with pytest.raises(RuntimeError):
+        run_sender(runtime_at(engine, NOW, worker="w1"))
+    restore()
+    slack.fail_next(1, status=429, retry_after=60, method="conversations.history")
+    summary = run_sender(runtime_at(engine, NOW + timedelta(seconds=5), worker="w1"))
+    assert summary.sent == [] and summary.rate_limited_until
+    assert state(engine)["b"]["next_attempt_at"] == NOW + timedelta(seconds=65)
+    assert len(run_sender(runtime_at(engine, NOW + timedelta(seconds=66), worker="w1")).sent) == 1
+    assert [m.text for m in slack.messages_to("#security")] == ["first", "second"]
 
 
 def _two_senders_at_once(engine_url, slack):

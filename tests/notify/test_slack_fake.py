@@ -69,3 +69,43 @@ def test_injected_rate_limits_and_server_errors(fake):
     assert broken.value.response.status_code == 500
     assert client.chat_postMessage(channel="#security", text="x")["ok"]
     assert len(fake.messages) == 1
+
+
+def test_history_reads_a_conversation_newest_first_with_metadata_pages_and_a_window(fake):
+    """conversations.history as Slack answers it, parsed by the real client: ids only, `oldest` exclusive, pages
+    through `response_metadata.next_cursor`, metadata only when `include_all_metadata` asks for it."""
+    alice = fake.add_user("alice@example.com")
+    security = fake.add_channel("security")
+    clock = [1_800_000_000.0]
+    fake.clock = lambda: clock[0]
+    client = WebClient(token=fake.token, base_url=fake.base_url)
+    posted = []
+    for index in range(5):
+        clock[0] += 10
+        metadata = {"event_type": "elevation_outbox", "event_payload": {"key": f"k{index}"}}
+        posted.append(client.chat_postMessage(channel="#security", text=f"m{index}", metadata=metadata)["ts"])
+    dm = client.chat_postMessage(channel=alice, text="to alice")
+    assert posted == [f"{1_800_000_000 + 10 * i:.6f}" for i in range(1, 6)]
+
+    first = client.conversations_history(channel=security, oldest=posted[0], limit=2, include_all_metadata=True)
+    assert [m["text"] for m in first["messages"]] == ["m4", "m3"]  # newest first; m0 (== oldest) left out
+    assert first["has_more"] and first["messages"][0]["metadata"] == {
+        "event_type": "elevation_outbox", "event_payload": {"key": "k4"}}
+    assert first["messages"][0]["bot_id"] and first["messages"][0]["ts"] == posted[4]
+    second = client.conversations_history(channel=security, oldest=posted[0], limit=2, include_all_metadata=True,
+                                          cursor=first["response_metadata"]["next_cursor"])
+    assert [m["text"] for m in second["messages"]] == ["m2", "m1"] and not second["has_more"]
+    plain = client.conversations_history(channel=security, oldest=posted[0], inclusive=True)
+    assert len(plain["messages"]) == 5 and all("metadata" not in m for m in plain["messages"])
+    im = client.conversations_open(users=alice)["channel"]["id"]
+    assert [m["ts"] for m in client.conversations_history(channel=im)["messages"]] == [dm["ts"]]
+    with pytest.raises(SlackApiError) as by_name:
+        client.conversations_history(channel="#security")
+    assert by_name.value.response["error"] == "channel_not_found"
+    fake.fail_next(1, method="conversations.history", error="missing_scope")
+    with pytest.raises(SlackApiError) as scope:
+        client.conversations_history(channel=security)
+    assert scope.value.response["error"] == "missing_scope" and "channels:history" in scope.value.response["needed"]
+    with pytest.raises(SlackApiError) as bad:
+        client.chat_postMessage(channel=security, text="x", metadata={"event_type": "x"})
+    assert bad.value.response["error"] == "invalid_metadata_format"

@@ -2,21 +2,26 @@
 
 `slack_sdk.WebClient(token=..., base_url=fake.base_url)` (or the provider's `SlackHook` with the connection extra
 `base_url`) works against it unchanged. Methods: `auth.test`, `users.lookupByEmail`, `users.info`,
-`conversations.open`, `chat.postMessage` (channel: a channel id, a `#name`, or a user id for a DM) and
-`chat.update`. Bodies may be form-encoded or JSON, the token comes as `Authorization: Bearer`; answers are
+`conversations.open`, `chat.postMessage` (channel: a channel id, a `#name`, or a user id for a DM; with optional
+message `metadata`), `chat.update` and `conversations.history` (a conversation id only, as Slack wants; newest first,
+`oldest` / `latest` / `inclusive`, `limit` and cursor pages, metadata only with `include_all_metadata`). Bodies may
+be form-encoded or JSON (GET query strings too), the token comes as `Authorization: Bearer`; answers are
 `{"ok": true, ...}` or `{"ok": false, "error": "users_not_found"}` as Slack gives them.
 
 Users are registered by email (:meth:`SlackFake.add_user`); every posted message is recorded (channel, text,
-blocks, ts) in :attr:`SlackFake.messages`. Fault injection: :meth:`SlackFake.fail_next` makes the next N calls
-(optionally of one method only) answer HTTP 429 with `Retry-After`, or HTTP 500.
+blocks, ts, metadata) in :attr:`SlackFake.messages`, every call with its arguments in :attr:`SlackFake.calls`.
+Fault injection: :meth:`SlackFake.fail_next` makes the next N calls (optionally of one method only) answer HTTP 429
+with `Retry-After`, HTTP 500, or Slack's own `{"ok": false, "error": ...}` (e.g. `missing_scope`).
 """
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -33,6 +38,7 @@ class Message:
     ts: str
     user: str | None = None  # the person a DM went to (when the channel is a DM)
     updated: bool = False
+    metadata: dict[str, Any] | None = None  # Slack message metadata: {"event_type": ..., "event_payload": {...}}
 
 
 @dataclass
@@ -41,6 +47,7 @@ class _Fault:
     retry_after: int | None
     method: str | None
     remaining: int
+    error: str | None = None  # with status 200: Slack's own refusal, {"ok": false, "error": error}
 
 
 @dataclass
@@ -52,6 +59,9 @@ class SlackFake:
     channels: dict[str, str] = field(default_factory=dict)  # name (without #) -> channel id
     messages: list[Message] = field(default_factory=list)
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (method, arguments) of every call
+    #: Slack's clock (a message's ts, history's default `latest`): its own, not the caller's; tests that run the
+    #: caller on a made-up clock set this to follow it.
+    clock: Callable[[], float] = time.time
     _users: dict[str, dict[str, Any]] = field(default_factory=dict)  # user id -> user object
     _faults: list[_Fault] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -129,11 +139,14 @@ class SlackFake:
         return None
 
     def fail_next(self, count: int = 1, *, status: int = 429, retry_after: int | None = 1,
-                  method: str | None = None) -> None:
+                  method: str | None = None, error: str | None = None) -> None:
         """The next `count` calls (of `method`, or of any method) answer HTTP `status`: 429 carries
-        `Retry-After: <retry_after>` (Slack's rate limit), 500 an error page."""
+        `Retry-After: <retry_after>` (Slack's rate limit), 500 an error page. With `error` they answer HTTP 200
+        `{"ok": false, "error": error}` instead (Slack's refusals, e.g. `missing_scope` or `not_in_channel`)."""
+        if error is not None:
+            status = 200
         with self._lock:
-            self._faults.append(_Fault(status, retry_after if status == 429 else None, method, count))
+            self._faults.append(_Fault(status, retry_after if status == 429 else None, method, count, error))
 
     def messages_to(self, who: str) -> list[Message]:
         """Messages to a person (by email or user id) or a channel (by `#name` or id)."""
@@ -155,6 +168,11 @@ class SlackFake:
             if fault is not None:
                 fault.remaining -= 1
         if fault is not None:
+            if fault.error is not None:
+                refusal: dict[str, Any] = {"ok": False, "error": fault.error}
+                if fault.error == "missing_scope":
+                    refusal.update({"needed": _SCOPES.get(method, "unknown"), "provided": "chat:write"})
+                return _reply(handler, refusal)
             if fault.status == 429:
                 return _reply(handler, {"ok": False, "error": "ratelimited"}, 429,
                               {"Retry-After": str(fault.retry_after)})
@@ -173,7 +191,7 @@ class SlackFake:
 
     def _api_auth_test(self, args: dict[str, Any]) -> dict[str, Any]:
         return {"ok": True, "url": "https://fake.slack.com/", "team": "Fake", "team_id": self.team,
-                "user": "elevation", "user_id": "UBOT00001", "bot_id": "BFAKE0001"}
+                "user": "elevation", "user_id": BOT_USER, "bot_id": BOT_ID}
 
     def _api_users_lookupByEmail(self, args: dict[str, Any]) -> dict[str, Any]:  # noqa: N802
         email = str(args.get("email") or "")
@@ -216,13 +234,73 @@ class SlackFake:
             return {"ok": False, "error": "no_text"}
         if blocks is False:
             return {"ok": False, "error": "invalid_blocks"}
-        ts = f"{time.time():.6f}"
+        metadata = _metadata(args.get("metadata"))
+        if metadata is False:
+            return {"ok": False, "error": "invalid_metadata_format"}
+        ts = f"{self.clock():.6f}"
         while any(m.ts == ts for m in self.messages):
             ts = f"{float(ts) + 0.000001:.6f}"
         channel, user = target
-        self.messages.append(Message(channel, str(text or ""), blocks or None, ts, user))
-        return {"ok": True, "channel": channel, "ts": ts,
-                "message": {"type": "message", "text": text, "blocks": blocks or [], "ts": ts, "bot_id": "BFAKE0001"}}
+        message = Message(channel, str(text or ""), blocks or None, ts, user, metadata=metadata or None)
+        self.messages.append(message)
+        return {"ok": True, "channel": channel, "ts": ts, "message": self._wire(message, with_metadata=True)}
+
+    def _wire(self, message: Message, *, with_metadata: bool) -> dict[str, Any]:
+        """A message as the Web API shows one the bot posted."""
+        shown: dict[str, Any] = {"type": "message", "user": BOT_USER, "bot_id": BOT_ID, "app_id": APP_ID,
+                                 "team": self.team, "text": message.text, "blocks": message.blocks or [],
+                                 "ts": message.ts}
+        if message.updated:
+            shown["edited"] = {"user": BOT_USER, "ts": message.ts}
+        if with_metadata and message.metadata:
+            shown["metadata"] = message.metadata
+        return shown
+
+    def _api_conversations_history(self, args: dict[str, Any]) -> dict[str, Any]:
+        """A conversation's messages, newest first. Like Slack, only an id names a conversation (`#name` is
+        `channel_not_found`); `oldest` / `latest` are exclusive unless `inclusive`; pages of `limit` (default 100,
+        at most 999) with an opaque `next_cursor`; metadata only with `include_all_metadata`."""
+        channel = str(args.get("channel") or "")
+        known = channel in self.channels.values() or (channel.startswith("D") and f"U{channel[1:]}" in self._users)
+        if not known:
+            return {"ok": False, "error": "channel_not_found"}
+        try:
+            oldest = float(args.get("oldest") or 0)
+        except ValueError:
+            return {"ok": False, "error": "invalid_ts_oldest"}
+        try:
+            latest = float(args.get("latest") or self.clock() + 1)
+        except ValueError:
+            return {"ok": False, "error": "invalid_ts_latest"}
+        inclusive = _flag(args.get("inclusive"))
+        try:
+            limit = min(max(int(args.get("limit") or 100), 1), 999)
+        except ValueError:
+            return {"ok": False, "error": "invalid_limit"}
+        start = 0
+        if args.get("cursor"):
+            try:
+                start = int(base64.b64decode(str(args["cursor"])).decode().removeprefix("offset:"))
+            except ValueError:
+                return {"ok": False, "error": "invalid_cursor"}
+
+        def within(ts: float) -> bool:
+            if inclusive:
+                return oldest <= ts <= latest
+            return oldest < ts < latest
+
+        found = sorted((m for m in self.messages if m.channel == channel and within(float(m.ts))),
+                       key=lambda m: float(m.ts), reverse=True)
+        page = found[start:start + limit]
+        more = start + limit < len(found)
+        with_metadata = _flag(args.get("include_all_metadata"))
+        answer: dict[str, Any] = {"ok": True, "messages": [self._wire(m, with_metadata=with_metadata) for m in page],
+                                  "has_more": more, "pin_count": 0, "channel_actions_ts": None,
+                                  "channel_actions_count": 0}
+        if more:
+            cursor = base64.b64encode(f"offset:{start + limit}".encode()).decode()
+            answer["response_metadata"] = {"next_cursor": cursor}
+        return answer
 
     def _api_chat_update(self, args: dict[str, Any]) -> dict[str, Any]:
         target = self._resolve_channel(str(args.get("channel") or ""))
@@ -235,13 +313,43 @@ class SlackFake:
                 if blocks is False:
                     return {"ok": False, "error": "invalid_blocks"}
                 self.messages[index] = Message(message.channel, str(args.get("text") or message.text),
-                                               blocks or message.blocks, ts, message.user, updated=True)
+                                               blocks or message.blocks, ts, message.user, updated=True,
+                                               metadata=message.metadata)
                 return {"ok": True, "channel": message.channel, "ts": ts, "text": args.get("text")}
         return {"ok": False, "error": "message_not_found"}
 
 
+BOT_USER, BOT_ID, APP_ID = "UBOT00001", "BFAKE0001", "AFAKE0001"
+#: What `missing_scope` says is needed, per method (a bot token's scopes).
+_SCOPES = {"conversations.history": "channels:history,groups:history,im:history,mpim:history",
+           "conversations.open": "im:write", "users.lookupByEmail": "users:read.email",
+           "users.info": "users:read", "chat.postMessage": "chat:write", "chat.update": "chat:write"}
+
+
 def _dm_channel(user_id: str) -> str:
     return f"D{user_id[1:]}"
+
+
+def _flag(value: Any) -> bool:
+    """A boolean argument as the clients send it: true, "true", "1" (slack_sdk sends 1 in query strings)."""
+    return value is True or str(value).lower() in ("1", "true")
+
+
+def _metadata(value: Any) -> dict[str, Any] | None | bool:
+    """Message metadata (a JSON object, or its text in form bodies); False when it is not Slack's shape:
+    `event_type` a short name and `event_payload` an object."""
+    if value in (None, "", {}):
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return False
+    if not isinstance(value, dict) or not isinstance(value.get("event_type"), str) or not value["event_type"]:
+        return False
+    if not isinstance(value.get("event_payload"), dict):
+        return False
+    return {"event_type": value["event_type"], "event_payload": value["event_payload"]}
 
 
 def _arguments(content_type: str, raw: bytes, query: str) -> dict[str, Any]:

@@ -14,8 +14,16 @@ The sender never raises for Slack problems: an outage leaves rows pending. Each 
 `elevation_notify` (outcome `ok`, or `stuck` with the ids of messages pending longer than `stuck_after` or
 failed in the last day, or `error` when Slack could not even be configured).
 
-A message is marked sent after Slack answered: if the worker dies between Slack's answer and that write, its
-retry (which holds the row) sends it again. That window is one HTTP round trip; everything else is exactly once.
+**Exactly once, even across a crash.** Before `chat.postMessage` the row gets `sending_at` (its first attempt, in
+its own transaction), and every message carries Slack message metadata naming its `dedup_key`
+(`{"event_type": "elevation_outbox", "event_payload": {"key": ...}}`). A row found pending with `sending_at` set
+may or may not have reached Slack (the worker died between Slack's answer and recording it, the answer was lost,
+a 5xx came after the post), so before posting again the sender reads the conversation from shortly before
+`sending_at` (`conversations.history` with `include_all_metadata`; a DM's conversation is the bot's IM with the
+person, from `conversations.open`) and records the message it finds instead of posting a second one. When that
+look-up is impossible (a scope missing, Slack refusing, a `#name` channel nobody has posted to yet, so its id is
+unknown), the message is posted again: **a duplicate is better than a lost alert** (a revoke overdue or an audit
+with findings must arrive); a warning says so. Only a 429 on the look-up waits (nothing is lost by waiting).
 """
 
 from __future__ import annotations
@@ -26,9 +34,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+import sqlalchemy as sa
+
 from elevation.notify.settings import NotifySettings
 from elevation.runtime import Runtime
 from elevation.store import outbox, queue
+from elevation.store.tables import outbox as outbox_table
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +52,12 @@ NOT_FOUND_ERRORS = frozenset({"users_not_found", "user_not_found"})
 DEFAULT_RETRY_AFTER = 30
 #: How long a claim lasts; renewed before each message, so a slow run never sends a row another sender took over.
 LEASE = timedelta(minutes=5)
+#: Slack message metadata naming the outbox row a message delivers (found again with conversations.history).
+METADATA_EVENT_TYPE = "elevation_outbox"
+#: How far before `sending_at` the conversation is read (Slack's clock and ours may differ a little).
+HISTORY_MARGIN = timedelta(minutes=5)
+HISTORY_PAGE = 200
+HISTORY_PAGES = 10  # then it is not looked for further: posted again (a duplicate rather than a loss)
 
 
 @dataclass
@@ -69,6 +86,11 @@ class _NotFound(Exception):
 
 class _Refused(Exception):
     pass
+
+
+def message_metadata(dedup_key: str) -> dict[str, Any]:
+    """What every posted message carries, so a later attempt can find it in the conversation."""
+    return {"event_type": METADATA_EVENT_TYPE, "event_payload": {"key": dedup_key}}
 
 
 def slack_client(settings: NotifySettings) -> Any:
@@ -119,9 +141,7 @@ def _deliver(runtime: Runtime, client: Any, row: queue.Row, users: dict[str, str
                     runtime.worker)
         return
     try:
-        channel = _destination(client, row["recipient"], users)
-        answer = _call(lambda: client.chat_postMessage(channel=channel, text=body.get("text") or "",
-                                                       blocks=body.get("blocks") or None))
+        channel, ts = _post(runtime, client, row, body, users)
     except _NotFound as missing:
         with runtime.engine.begin() as conn:
             outbox.mark_skipped(conn, row["id"], runtime.worker, attempts=attempts, reason=str(missing))
@@ -138,9 +158,77 @@ def _deliver(runtime: Runtime, client: Any, row: queue.Row, users: dict[str, str
         _retry_later(runtime, settings, row, attempts, str(problem), summary)
         return
     with runtime.engine.begin() as conn:
-        outbox.mark_sent(conn, row["id"], runtime.worker, at=runtime.now(), channel=str(answer.get("channel")),
-                         ts=str(answer.get("ts")), attempts=attempts)
+        outbox.mark_sent(conn, row["id"], runtime.worker, at=runtime.now(), channel=channel, ts=ts, attempts=attempts)
     summary.sent.append(row["id"])
+
+
+def _post(runtime: Runtime, client: Any, row: queue.Row, body: dict[str, Any],
+          users: dict[str, str | None]) -> tuple[str, str]:
+    """Post the row's message once: (channel id, ts), of the new message or of the one an earlier attempt posted.
+
+    Never `link_names` nor `parse="full"`: with them Slack would turn a bare `@channel` in someone's text into a
+    mention (the builders make it inert anyway)."""
+    channel = _destination(client, row["recipient"], users)
+    if row["sending_at"] is not None:
+        found = _posted_before(runtime, client, row, channel)
+        if found is not None:
+            log.info("message %s (%s) was already in Slack (%s %s): recorded, not posted again", row["id"],
+                     row["kind"], *found)
+            return found
+    with runtime.engine.begin() as conn:  # committed before the post: a later attempt looks before posting again
+        conn.execute(sa.update(outbox_table).where(
+            outbox_table.c.id == row["id"], outbox_table.c.claimed_by == runtime.worker,
+            outbox_table.c.sending_at.is_(None)).values(sending_at=runtime.now()))
+    answer = _call(lambda: client.chat_postMessage(channel=channel, text=body.get("text") or "",
+                                                   blocks=body.get("blocks") or None,
+                                                   metadata=message_metadata(row["dedup_key"])))
+    return str(answer.get("channel")), str(answer.get("ts"))
+
+
+def _posted_before(runtime: Runtime, client: Any, row: queue.Row, destination: str) -> tuple[str, str] | None:
+    """The message an earlier attempt posted, found by its metadata in the conversation; None when it is not
+    there, or when it cannot be looked for (then the caller posts: a duplicate is better than a lost alert)."""
+    try:
+        conversation = _conversation(runtime, client, row["recipient"], destination)
+        if conversation is None:
+            raise _Refused(f"the id of channel {row['recipient']} is not known yet (give channels by id)")
+        oldest = f"{(row['sending_at'] - HISTORY_MARGIN).timestamp():.6f}"
+        cursor: str | None = None
+        for _ in range(HISTORY_PAGES):
+            page = _call(lambda after=cursor: client.conversations_history(
+                channel=conversation, oldest=oldest, limit=HISTORY_PAGE, include_all_metadata=True, cursor=after))
+            for message in page.get("messages") or ():
+                metadata = message.get("metadata") or {}
+                if (metadata.get("event_type") == METADATA_EVENT_TYPE
+                        and (metadata.get("event_payload") or {}).get("key") == row["dedup_key"]):
+                    return conversation, str(message["ts"])
+            cursor = (page.get("response_metadata") or {}).get("next_cursor")
+            if not page.get("has_more") or not cursor:
+                return None
+        raise _Refused(f"more than {HISTORY_PAGES * HISTORY_PAGE} messages since the first attempt")
+    except _RateLimited:
+        raise  # waiting loses nothing
+    except (_Retry, _Refused, _NotFound, KeyError, TypeError, ValueError) as problem:  # an odd answer too
+        log.warning("message %s (%s) to %s: an earlier attempt may have reached Slack, but it cannot be looked for "
+                    "(%s); posting it again: a duplicate is better than a lost message", row["id"], row["kind"],
+                    row["recipient"], problem)
+        return None
+
+
+def _conversation(runtime: Runtime, client: Any, recipient: str, destination: str) -> str | None:
+    """The id of the conversation a message to `recipient` lands in: a person's IM with the bot
+    (`conversations.open`, stable), a channel id as given, or a `#name`'s id as an earlier message recorded it."""
+    if "@" in recipient:
+        return str(_call(lambda: client.conversations_open(users=destination))["channel"]["id"])
+    if not recipient.startswith("#"):
+        return recipient
+    with runtime.engine.connect() as conn:
+        return conn.execute(
+            sa.select(outbox_table.c.slack_channel)
+            .where(outbox_table.c.recipient == recipient, outbox_table.c.state == outbox.SENT,
+                   outbox_table.c.slack_channel.is_not(None))
+            .order_by(outbox_table.c.id.desc()).limit(1)
+        ).scalar()
 
 
 def _destination(client: Any, recipient: str, users: dict[str, str | None]) -> str:

@@ -178,6 +178,7 @@ outbox = sa.Table(
     sa.Column("sent_at", UtcDateTime),
     sa.Column("claimed_by", sa.Text),
     sa.Column("claimed_until", UtcDateTime),
+    sa.Column("sending_at", UtcDateTime),  # 0008: the first attempt to post it (then look before posting again)
     sa.Index("elevation_outbox_due", "state", "next_attempt_at"),
 )
 
