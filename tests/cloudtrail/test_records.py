@@ -155,6 +155,8 @@ def test_the_columnar_reader_gives_times_and_distinct_identities() -> None:
         and with_identity["sessionContext"]["sessionIssuer"]["userName"] == "R"
     )
     assert columns.record(3) == records[3]
+    plain = read_trail_columns(json.dumps({"Records": records}).encode())  # not gzip: the records are read as is
+    assert plain is not None and plain.record(4) == records[4]
 
 
 @pytest.mark.parametrize(

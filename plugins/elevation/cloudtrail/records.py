@@ -417,13 +417,13 @@ def iter_records_from_path(
 
 #: Set to 0 to read every trail file through :func:`iter_records` (the benchmark's "before", and a way out).
 COLUMNAR_ENV = "ELEVATION_COLUMNAR_READS"
-#: Threads that parse trail files natively: one per core (the parse runs without the GIL; more threads than
-#: cores only fight over the GIL for the Python between the native calls).
-PARSE_THREADS = os.cpu_count() or 1
 #: userIdentity fields (and sessionContext.sessionIssuer fields) that say who acted: all the matcher reads.
 IDENTITY_FIELDS: tuple[str, ...] = ("type", "arn", "accountId", "accessKeyId", "principalId")
 ISSUER_FIELDS: tuple[str, ...] = ("type", "arn", "userName", "accountId", "principalId")
 _TIME_FORM = "%Y-%m-%dT%H:%M:%SZ"
+#: Threads that parse trail files natively: one per core (the parse runs without the GIL; more threads than
+#: cores only fight over the GIL for the Python between the native calls).
+PARSE_THREADS = os.cpu_count() or 1
 
 
 def columnar_enabled() -> bool:
@@ -450,9 +450,9 @@ def _columns_schema() -> Any:
 class TrailColumns:
     """A trail file read natively (pyarrow.json, typed columns only): the first and last event time, the file's
     distinct identities, and per record (on demand) its event time and the index of its identity; the records
-    themselves are parsed from `text` only if asked."""
+    themselves are parsed from `data` (the object as read, gzip or not) only if asked."""
 
-    text: bytes
+    data: bytes
     count: int
     earliest: str  # event times are CloudTrail's `YYYY-MM-DDTHH:MM:SSZ` (checked), which sort as text
     latest: str
@@ -472,9 +472,12 @@ class TrailColumns:
         return self._codes.to_pylist()
 
     def record(self, index: int) -> dict[str, Any]:
-        """The whole record, as :func:`iter_records` gives it (the file's JSON is parsed on first use)."""
+        """The whole record, as :func:`iter_records` gives it (the file's JSON is parsed on first use; the parse
+        that made these columns checked that the gzip is one whole member, so decompressing again is safe)."""
         if self._records is None:
-            self._records = json.loads(self.text)["Records"]
+            data = self.data
+            text = zlib.decompress(data, 16 + zlib.MAX_WBITS) if data.startswith(GZIP_MAGIC) else data
+            self._records = json.loads(text)["Records"]
         return self._records[index]
 
 
@@ -491,7 +494,9 @@ _SEPARATOR = "\x1f"
 
 def parse_trail_file(data: bytes) -> tuple[Any, ...] | None:
     """The native half of :func:`read_trail_columns` (gunzip, pyarrow.json, the checks on the typed columns and the
-    distinct identities, all without the GIL, so the reading threads run it side by side), or None (see there)."""
+    distinct identities, all without the GIL, so the reading threads run it side by side), or None (see there).
+    The text is not kept: the few files whose records are wanted are decompressed again (cheaper than holding
+    every file of the read-ahead window decompressed)."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.json as pj
@@ -519,7 +524,7 @@ def parse_trail_file(data: bytes) -> tuple[Any, ...] | None:
             return None
         records = column.chunk(0).flatten()
         if not len(records):
-            return (text,)
+            return ()
         event_id, event_time, event_name = (
             records.field(name) for name in ("eventID", "eventTime", "eventName")
         )
@@ -542,21 +547,21 @@ def parse_trail_file(data: bytes) -> tuple[Any, ...] | None:
         encoded = pc.dictionary_encode(keys)
     except (zlib.error, pa.ArrowException, ValueError):
         return None
-    return text, event_time, span["min"], span["max"], encoded.indices, encoded.dictionary
+    return event_time, span["min"], span["max"], encoded.indices, encoded.dictionary
 
 
-def trail_columns(parsed: tuple[Any, ...] | None) -> TrailColumns | None:
+def trail_columns(data: bytes, parsed: tuple[Any, ...] | None) -> TrailColumns | None:
     """The Python half of :func:`read_trail_columns`: the file's distinct identities as values."""
     if parsed is None:
         return None
-    if len(parsed) == 1:
-        return TrailColumns(parsed[0], 0, "", "", [])
-    text, times, earliest, latest, codes, dictionary = parsed
+    if not parsed:
+        return TrailColumns(data, 0, "", "", [])
+    times, earliest, latest, codes, dictionary = parsed
     width = len(IDENTITY_FIELDS) + len(ISSUER_FIELDS)
     identities = [tuple(value or None for value in key.split(_SEPARATOR)) for key in dictionary.to_pylist()]
     if any(len(identity) != width for identity in identities):  # a separator inside a value
         return None
-    return TrailColumns(text, len(codes), earliest, latest, identities, times, codes)
+    return TrailColumns(data, len(codes), earliest, latest, identities, times, codes)
 
 
 def read_trail_columns(data: bytes) -> TrailColumns | None:
@@ -564,7 +569,7 @@ def read_trail_columns(data: bytes) -> TrailColumns | None:
     vouch for giving what :func:`iter_records` gives (anything unusual: truncated or corrupt gzip, several gzip
     members, a BOM, a pretty-printed file, a field of an unexpected type, a record without eventID, eventName or
     an eventTime of CloudTrail's exact form): the caller then reads the file the ordinary way."""
-    return trail_columns(parse_trail_file(data))
+    return trail_columns(data, parse_trail_file(data))
 
 
 class RecordScreen(Protocol):

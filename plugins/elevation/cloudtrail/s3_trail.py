@@ -240,7 +240,7 @@ class S3TrailSource:
                 continue
             self.report.objects_read += 1
             self.report.bytes_read += len(data)
-            columns = trail_columns(parsed)
+            columns = trail_columns(data, parsed)
             if columns is not None:
                 self.report.records_read += columns.count
                 first = self.keep_events_from or start
