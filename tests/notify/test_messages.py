@@ -83,7 +83,7 @@ def test_hostile_reasons_and_actors_are_inert_in_every_kind():
                                             link="https://reports.example/sessions/42.html"), to_requester=False),
         m.nightly_digest("2026-11-28", [m.DigestSession(42, HOSTILE, HOSTILE, "high", {"high": 1},
                                                         "https://reports.example/sessions/42.html")],
-                         m.DigestDrift(1, {HOSTILE: 1})),
+                         m.DigestDrift(1, {HOSTILE: 1}), [m.DigestFinding("high", HOSTILE, 42, HOSTILE, 2)]),
     ]
     for message in built:
         assert_inert(message)
@@ -195,6 +195,21 @@ def test_the_digest_names_the_worst_sessions_and_open_drift():
     assert text.index("request 2") < text.index("request 3") and "request 1:" not in text
     assert "2 open items (1 missing, 1 unexpected)" in text
     assert "none open" in everything(m.nightly_digest("2026-11-28", [], m.DigestDrift()))
+    assert "Worst findings" not in text  # none given, none shown
+
+
+def test_the_digest_names_the_worst_findings_with_rule_severity_session_and_count():
+    sessions = [m.DigestSession(2, "dave", "AdministratorAccess on media-prod", "critical", {"critical": 1, "high": 3})]
+    findings = [m.DigestFinding("critical", "CloudTrail logging stopped or trail deleted", 2, "dave"),
+                m.DigestFinding("high", "IAM access key created", 2, "dave", 3)]
+    digest = m.nightly_digest("2026-11-28", sessions, None, findings)
+    [section] = [b["text"]["text"] for b in digest.blocks if b.get("text", {}).get("text", "").startswith(
+        "*Worst findings*")]
+    assert section.splitlines() == [
+        "*Worst findings*",
+        ":red_circle: *critical* CloudTrail logging stopped or trail deleted · request 2 (dave)",
+        ":large_orange_circle: *high* IAM access key created ×3 · request 2 (dave)",
+    ]
 
 
 def test_settings_default_off_and_the_section_may_be_omitted():

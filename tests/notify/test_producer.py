@@ -347,3 +347,82 @@ def test_a_gap_left_by_a_rolled_back_writer_is_passed_once_it_is_old(engine):
     with engine.connect() as conn:
         assert outbox.cursor(conn, "events") == 2
     assert len(_announced(engine, second)) == 1
+
+
+# --- what a phone shows ---------------------------------------------------------------------------------------------
+
+
+def blocks_of(message):
+    """(type, text) of each block: what a phone shows, in order."""
+    shown = []
+    for block in message.blocks:
+        if block["type"] == "section" and "text" in block:
+            shown.append(("section", block["text"]["text"]))
+        elif block["type"] == "section":
+            shown.append(("fields", [field["text"] for field in block["fields"]]))
+        elif block["type"] == "context":
+            shown.append(("context", block["elements"][0]["text"]))
+        else:
+            shown.append((block["type"], None))
+    return shown
+
+
+# --- the digest: worst findings and open drift -------------------------------------------------------------------
+
+
+LOGGING_STOPPED = "299ba572-a3c4-5461-9a93-f4262d717718"  # the pack's "CloudTrail logging stopped or trail deleted"
+
+
+def test_the_digest_names_the_worst_findings_by_rule_title_and_the_open_drift_items(
+    world, configure, file_request, make_runtime, engine, slack
+):
+    from elevation.store.tables import drift
+
+    configure({"notifications": NOTIFICATIONS})
+    t0 = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=2)
+    first = file_request(requester="alice", account_id="media-stg", start_at=t0, duration_minutes=30)
+    second = file_request(requester="erin", account_id="media-prod", start_at=t0, duration_minutes=30)
+    step(make_runtime, t0, lifecycle=False)
+    night, audited = t0.date().isoformat(), t0 + timedelta(minutes=50)
+    found = {first: [("f1", "iam_create_access_key", "high"), ("f2", "iam_create_access_key", "high"),
+                     ("f3", "iam_create_access_key", "high"), ("f4", "s3_bucket_listing", "low")],
+             second: [("f5", LOGGING_STOPPED, "critical"), ("f6", "elevation-exposure-public", "critical"),
+                      ("f7", "ec2_instance_started", "medium")]}
+    with engine.begin() as conn:
+        for request_id, rows in found.items():
+            counts: dict[str, int] = {}
+            for _, _, severity in rows:
+                counts[severity] = counts.get(severity, 0) + 1
+            conn.execute(sa.insert(audits).values(
+                request_id=request_id, night=night, state="final", events=40, writes=5, findings=json.dumps(counts),
+                flags=0, worst=min(counts, key=["critical", "high", "medium", "low"].index),
+                report=f"/r/{request_id}.html", audited_at=audited, finalized_at=audited))
+            for key, rule, severity in rows:
+                conn.execute(sa.insert(findings_sent).values(key=key, request_id=request_id, night=night,
+                                                             rule_id=rule, event_id=key, severity=severity,
+                                                             written_at=audited))
+        for kind, principal in (("unexpected", "mallory"), ("unexpected", "trudy"), ("lingering", "alice")):
+            conn.execute(sa.insert(drift).values(
+                kind=kind, principal_type="USER", principal_id=f"id-{principal}", principal_name=principal,
+                permission_set_arn="arn:aws:sso:::permissionSet/ssoins-1/ps-1", permission_set_name="AdministratorAccess",
+                account_id=world.accounts["media-prod"], first_seen_at=t0, last_seen_at=t0))
+        conn.execute(sa.insert(drift).values(  # resolved: not open
+            kind="missing", principal_type="USER", principal_id="id-x", permission_set_arn="arn:x",
+            account_id=world.accounts["media-prod"], first_seen_at=t0, last_seen_at=t0, resolved_at=t0))
+    step(make_runtime, audited + timedelta(minutes=16), lifecycle=False)
+    [digest] = [m for m in slack.messages_to("#security") if m.text.startswith("Nightly audit")]
+    assert digest.text == f"Nightly audit {night}: 2 sessions audited, 2 with findings"
+    sections = {text.split("\n")[0].split(":")[0]: text for kind, text in blocks_of(digest) if kind == "section"}
+    assert sections["*Worst findings*"].splitlines() == [
+        "*Worst findings*",
+        f":red_circle: *critical* CloudTrail logging stopped or trail deleted · request {second} (erin)",
+        f":red_circle: *critical* Access granted to everyone (public resource policy, share or trust) · request "
+        f"{second} (erin)",
+        f":large_orange_circle: *high* iam create access key ×3 · request {first} (alice)",
+        f":large_yellow_circle: *medium* ec2 instance started · request {second} (erin)",
+        f":white_circle: *low* s3 bucket listing · request {first} (alice)",
+    ]
+    assert sections["*Drift*"] == "*Drift*: 3 open items (1 lingering, 2 unexpected)"
+    erins = [m for m in slack.messages_to("erin@example.com") if m.text.startswith("Audit of")]
+    assert "CloudTrail logging stopped or trail deleted" in json.dumps(erins[0].blocks)  # titles, not rule ids
+    assert LOGGING_STOPPED not in json.dumps([m.blocks for m in slack.messages])

@@ -363,14 +363,27 @@ class DigestSession:
 
 
 @dataclass(frozen=True)
+class DigestFinding:
+    """One rule's findings in one session (the digest names the worst few)."""
+
+    severity: str
+    title: str  # the rule's title, raw (escaped here)
+    request_id: int
+    requester: str
+    count: int = 1
+
+
+@dataclass(frozen=True)
 class DigestDrift:
     open_items: int = 0
     by_kind: Mapping[str, int] = field(default_factory=dict)
     latest_report: str | None = None
 
 
-def nightly_digest(night: str, sessions: Sequence[DigestSession], drift: DigestDrift | None) -> Message:
-    """To the security channel after the night's audit: sessions audited, the worst ones, open drift."""
+def nightly_digest(night: str, sessions: Sequence[DigestSession], drift: DigestDrift | None,
+                   findings: Sequence[DigestFinding] = ()) -> Message:
+    """To the security channel after the night's audit: sessions audited, the worst ones, the worst findings (what
+    happened, not only how bad: rule, severity, session, how many), open drift."""
     with_findings = [s for s in sessions if sum(s.findings.values())]
     totals: dict[str, int] = {}
     for session in sessions:
@@ -391,6 +404,11 @@ def nightly_digest(night: str, sessions: Sequence[DigestSession], drift: DigestD
             lines.append(f"{SEVERITY_MARK.get(s.worst or '', '')} request {s.request_id}: {title} "
                          f"({_severity_line(s.findings)}){link}")
         blocks.append(_section("*Worst sessions*\n" + "\n".join(lines)))
+    if findings:
+        lines = [f"{SEVERITY_MARK.get(f.severity, '')} *{escape(f.severity)}* {escape(f.title, 200)}"
+                 f"{f' ×{f.count}' if f.count > 1 else ''} · request {f.request_id} ({escape(f.requester)})"
+                 for f in findings]
+        blocks.append(_section("*Worst findings*\n" + "\n".join(lines)))
     if drift is not None:
         if drift.open_items:
             kinds = ", ".join(f"{count} {escape(kind)}" for kind, count in sorted(drift.by_kind.items()))

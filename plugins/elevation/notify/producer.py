@@ -10,7 +10,8 @@ Sources, each enqueued idempotently (the outbox's `dedup_key`):
 - active sessions within `ending_soon` of their end (`session_ending_soon`, once per request);
 - `elevation_audit` rows final and not yet announced: the result to the requester and the approver (the security
   channel when policy approved it), and `announced_at` set in the same transaction;
-- a digest per audited night, `digest_after` after the night's last audit row, to the security channel.
+- a digest per audited night, `digest_after` after the night's last audit row, to the security channel: sessions
+  audited, the worst sessions, the worst findings (rule title, severity, session, how many) and open drift items.
 
 The first run after notifications are enabled starts `first_run_lookback` back: older events and audits are not
 announced (audits are marked announced).
@@ -30,6 +31,7 @@ import sqlalchemy as sa
 from elevation.access.policy import approvers_for
 from elevation.lifecycle import Status
 from elevation.notify import messages as m
+from elevation.notify.rule_titles import rule_titles
 from elevation.runtime import Runtime
 from elevation.store import outbox, queue
 from elevation.store.tables import audits, events, findings_sent, heartbeats, requests
@@ -44,6 +46,7 @@ BATCH = 500
 GAP_GRACE = timedelta(minutes=10)
 SEVERITY_RANK = {severity: rank for rank, severity in enumerate(m.SEVERITY_ORDER)}
 REVOCATIONS_JOB = "elevation_revocations"
+DIGEST_FINDINGS = 5  # the worst findings a digest names
 
 
 @dataclass
@@ -342,17 +345,20 @@ def _audit_view(runtime: Runtime, conn: sa.Connection, audit: Any) -> m.AuditVie
     found = list(conn.execute(sa.select(findings_sent.c.rule_id, findings_sent.c.severity)
                               .where(findings_sent.c.request_id == audit["request_id"])).mappings())
     found.sort(key=lambda f: (SEVERITY_RANK.get(f["severity"], 99), f["rule_id"]))
-    top, seen = [], set()
+    worst: list[tuple[str, str]] = []
     for finding in found:
-        if finding["rule_id"] not in seen:
-            seen.add(finding["rule_id"])
-            top.append(m.FindingItem(finding["severity"], _rule_title(finding["rule_id"])))
-    return m.AuditView(counts, top[:3], report_link(runtime, int(audit["request_id"]), audit["report"]),
+        if finding["rule_id"] not in {rule_id for _, rule_id in worst}:
+            worst.append((finding["severity"], finding["rule_id"]))
+    worst = worst[:3]
+    titles = rule_titles(runtime.config.audit, [rule_id for _, rule_id in worst]) if worst else {}
+    top = [m.FindingItem(severity, _rule_title(rule_id, titles)) for severity, rule_id in worst]
+    return m.AuditView(counts, top, report_link(runtime, int(audit["request_id"]), audit["report"]),
                        int(audit["events"] or 0), audit["night"])
 
 
-def _rule_title(rule_id: str) -> str:
-    return rule_id.replace("_", " ")
+def _rule_title(rule_id: str, titles: dict[str, str]) -> str:
+    """The rule's title (Sigma rule ids are UUIDs nobody reads); else the id, made readable."""
+    return titles.get(rule_id) or rule_id.replace("_", " ")
 
 
 def _audits(runtime: Runtime, ctx: _Context, summary: ProduceSummary, first_run: bool) -> None:
@@ -443,7 +449,28 @@ def _digest(runtime: Runtime, ctx: _Context, night: str,
         sessions.append(m.DigestSession(int(row["request_id"]), row["requester"],
                                         f"{row['permission_set']} on {account}", row["worst"] if counts else None,
                                         counts, report_link(runtime, int(row["request_id"]), row["report"])))
-    return m.nightly_digest(night, sessions, drift(runtime))
+    requesters = {int(row["request_id"]): str(row["requester"]) for row in rows}
+    return m.nightly_digest(night, sessions, drift(runtime), _worst_findings(runtime, requesters))
+
+
+def _worst_findings(runtime: Runtime, requesters: dict[int, str]) -> list[m.DigestFinding]:
+    """The night's worst findings: per session and rule, how many, most severe first (then the most frequent).
+    From `elevation_finding`, which holds every finding of a session whose audit is final."""
+    if not requesters:
+        return []
+    count = sa.func.count().label("count")
+    with runtime.engine.connect() as conn:
+        grouped = list(conn.execute(
+            sa.select(findings_sent.c.request_id, findings_sent.c.rule_id, findings_sent.c.severity, count)
+            .where(findings_sent.c.request_id.in_(list(requesters)))
+            .group_by(findings_sent.c.request_id, findings_sent.c.rule_id, findings_sent.c.severity)
+        ).mappings())
+    grouped.sort(key=lambda f: (SEVERITY_RANK.get(f["severity"], 99), -int(f["count"]), int(f["request_id"]),
+                                f["rule_id"]))
+    worst = grouped[:DIGEST_FINDINGS]
+    titles = rule_titles(runtime.config.audit, {f["rule_id"] for f in worst}) if worst else {}
+    return [m.DigestFinding(f["severity"], _rule_title(f["rule_id"], titles), int(f["request_id"]),
+                            requesters[int(f["request_id"])], int(f["count"])) for f in worst]
 
 
 def _drift(runtime: Runtime) -> m.DigestDrift | None:
