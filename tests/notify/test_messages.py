@@ -76,6 +76,7 @@ def test_hostile_reasons_and_actors_are_inert_in_every_kind():
     hostile = view(justification=HOSTILE, requester=HOSTILE)
     built = [
         m.request_decided(m.REQUEST_REJECTED, hostile, by=HOSTILE, reason=HOSTILE),
+        m.request_pending_closed(m.REQUEST_REJECTED, hostile, by=HOSTILE, reason=HOSTILE),
         m.session_over(hostile, revoked=True, by=HOSTILE, reason=HOSTILE),
         m.trouble(m.REVOKE_FAILED, hostile, reason=HOSTILE, for_admins=True),
         m.approvers_missing(hostile, HOSTILE),
@@ -210,6 +211,18 @@ def test_the_digest_names_the_worst_findings_with_rule_severity_session_and_coun
         ":red_circle: *critical* CloudTrail logging stopped or trail deleted · request 2 (dave)",
         ":large_orange_circle: *high* IAM access key created ×3 · request 2 (dave)",
     ]
+
+
+def test_a_decided_request_replaces_the_approvers_message_without_buttons():
+    for kind, by, expected in ((m.REQUEST_APPROVED, "bob", "Access request 42 was approved by bob"),
+                               (m.REQUEST_EXPIRED, "dag:elevation_intake/x", "Access request 42 was expired by the system"),
+                               (m.REQUEST_CANCELLED, "alice", "Access request 42 was cancelled by alice")):
+        closed = m.request_pending_closed(kind, view(), by=by, reason="not decided in 24h")
+        assert closed.kind == m.REQUEST_PENDING_CLOSED and closed.text == expected
+        assert not [block for block in closed.blocks if block["type"] == "actions"]
+        text = everything(closed)
+        assert "deploy hotfix" in text and "OPS-7" in text and "not decided in 24h" in text
+        assert "needs your decision" not in text
 
 
 def test_settings_default_off_and_the_section_may_be_omitted():

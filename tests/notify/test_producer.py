@@ -74,12 +74,16 @@ def test_a_request_lived_through_tells_the_approver_then_the_requester_each_thin
 
     alice = texts(slack, "alice@example.com")
     assert len(alice) == 4 and alice[3].endswith("has ended.")
-    assert len(slack.messages_to("bob@example.com")) == 1 and len(slack.messages) == 5
+    [asked] = slack.messages_to("bob@example.com")
+    assert asked.updated and asked.text == f"Access request {request} was approved by bob"  # the buttons went
+    assert not [block for block in asked.blocks if block["type"] == "actions"]
+    assert len(slack.messages) == 5
     rows = outbox_rows(engine)
-    assert {row["state"] for row in rows} == {"sent"} and len(rows) == 5
-    assert [row["kind"] for row in rows] == ["request_pending", "request_approved", "session_active",
-                                             "session_ending_soon", "session_ended"]
+    assert {row["state"] for row in rows} == {"sent"} and len(rows) == 6
+    assert [row["kind"] for row in rows] == ["request_pending", "request_approved", "request_pending_closed",
+                                             "session_active", "session_ending_soon", "session_ended"]
     assert all(row["slack_ts"] and row["request_id"] == request for row in rows)
+    assert (rows[2]["slack_channel"], rows[2]["slack_ts"]) == (rows[0]["slack_channel"], rows[0]["slack_ts"])
 
 
 def test_revoked_early_says_who_and_why_and_rejections_reach_the_requester(
@@ -426,3 +430,28 @@ def test_the_digest_names_the_worst_findings_by_rule_title_and_the_open_drift_it
     erins = [m for m in slack.messages_to("erin@example.com") if m.text.startswith("Audit of")]
     assert "CloudTrail logging stopped or trail deleted" in json.dumps(erins[0].blocks)  # titles, not rule ids
     assert LOGGING_STOPPED not in json.dumps([m.blocks for m in slack.messages])
+
+
+def test_a_request_decided_while_slack_was_down_never_shows_approvers_live_buttons(
+    world, configure, file_request, make_runtime, engine, slack
+):
+    configure({"notifications": NOTIFICATIONS})
+    t0 = datetime.now(UTC).replace(second=0, microsecond=0)
+    request = file_request(requester="erin", account_id="media-prod", start_at=t0)
+    slack.fail_next(2, status=500, method="chat.postMessage")  # bob's and carol's approval messages fail
+    step(make_runtime, t0)
+    assert slack.messages == []
+    with engine.begin() as conn:
+        queue.insert_action(conn, request, "approve", "bob", "from the command line")
+    step(make_runtime, t0 + timedelta(minutes=1))
+    assert slack.messages_to("bob@example.com") == slack.messages_to("carol@example.com") == []
+    assert [m.text.split(" on ")[0] for m in slack.messages_to("erin@example.com")] == [
+        "Your request for PowerUserAccess", "Your access is active: PowerUserAccess"]
+    rows = {(row["kind"], row["recipient"]): row for row in outbox_rows(engine)}
+    for approver in ("bob@example.com", "carol@example.com"):
+        asked, update = rows[("request_pending", approver)], rows[("request_pending_closed", approver)]
+        assert asked["state"] == "skipped" and "need not be asked" in asked["last_error"]
+        assert update["state"] == "skipped" and "never posted" in update["last_error"]
+    # the first attempts had gone out with a mark: Slack was asked whether they got there before giving up on them
+    assert len([method for method, _ in slack.calls if method == "conversations.history"]) == 2
+    assert [method for method, _ in slack.calls if method == "chat.update"] == []

@@ -18,6 +18,7 @@ from elevation.store import outbox
 from elevation.store.database import create_engine_for_url
 from elevation.store.migrations import upgrade
 from elevation.store.tables import heartbeats
+from elevation.store.tables import outbox as outbox_table
 
 SETTINGS = {"enabled": True, "security_channel": "#security", "admin_channel": "#elevation-admin"}
 
@@ -256,6 +257,34 @@ def test_a_rate_limited_look_up_waits_instead_of_posting(engine, slack, monkeypa
     assert state(engine)["b"]["next_attempt_at"] == NOW + timedelta(seconds=65)
     assert len(run_sender(runtime_at(engine, NOW + timedelta(seconds=66), worker="w1")).sent) == 1
     assert [m.text for m in slack.messages_to("#security")] == ["first", "second"]
+
+
+def test_an_approval_message_is_closed_in_place_once_posted_and_not_before(engine, slack):
+    """A `request_pending_closed` row updates its approval message with chat.update: it waits while that message
+    is not posted yet, and is skipped when it never will be."""
+    put(engine, entry("ask", "bob@example.com", "decide", kind="request_pending"), at=NOW + timedelta(minutes=10))
+    put(engine, entry("gone", "#nowhere", "decide", kind="request_pending"), at=NOW)
+    with engine.connect() as conn:
+        ask, gone = (conn.execute(sa.select(outbox_table.c.id).where(outbox_table.c.dedup_key == key)).scalar()
+                     for key in ("ask", "gone"))
+    update = {"text": "Access request 1 was approved by carol", "blocks": [
+        {"type": "section", "text": {"type": "mrkdwn", "text": "approved by carol"}}]}
+    put(engine, outbox.Entry("closed:ask", "request_pending_closed", "bob@example.com", {**update, "target": ask}, 1),
+        outbox.Entry("closed:gone", "request_pending_closed", "#nowhere", {**update, "target": gone}, 1), at=NOW)
+    first = run_sender(runtime_at(engine, NOW))
+    rows = state(engine)
+    assert rows["gone"]["state"] == "failed" and rows["closed:gone"]["state"] == "skipped"
+    assert "never posted (failed)" in rows["closed:gone"]["last_error"]
+    waiting = rows["closed:ask"]
+    assert first.retrying == [waiting["id"]] and waiting["state"] == "pending" and waiting["attempts"] == 0
+    assert waiting["next_attempt_at"] == NOW + timedelta(minutes=10)  # when its message is due
+    assert not [method for method, _ in slack.calls if method == "chat.update"]
+    run_sender(runtime_at(engine, NOW + timedelta(minutes=10)))
+    rows = state(engine)
+    [message] = slack.messages_to("bob@example.com")
+    assert message.updated and message.text == "Access request 1 was approved by carol"
+    assert (rows["closed:ask"]["state"], rows["closed:ask"]["slack_ts"]) == ("sent", rows["ask"]["slack_ts"])
+    assert len(slack.messages) == 1  # an update, not a new message
 
 
 def _two_senders_at_once(engine_url, slack):

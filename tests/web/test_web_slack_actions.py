@@ -260,3 +260,46 @@ def test_a_slack_user_of_another_workspace_with_an_approvers_email_is_refused_an
     assert reply["response_type"] == "ephemeral" and "Nothing was recorded" in reply["text"]
     assert action_rows(engine) == [] and request_row(request)["status"] == "pending"
     assert not [m for m in slack.messages if m.updated]
+
+
+def test_a_click_closes_every_approvers_message_and_the_clicked_one_stays_as_the_click_left_it(
+    slack, response_url, plugin_server, configure, file_request, make_runtime, request_row, engine
+):  # noqa: ANN001
+    """Asked in Slack, decided by one click: the clicker's message shows the outcome at once (the click handler),
+    and the next notifier run replaces the other approver's message too, so nobody keeps live buttons."""
+    from elevation import jobs
+    from elevation.access.intake import run_intake
+    from elevation.store import outbox
+
+    configure({"notifications": {"enabled": True}})
+    bob, _ = slack.add_user("bob@example.com", "Bob"), slack.add_user("carol@example.com", "Carol")
+    slack.add_user("erin@example.com", "Erin")
+    request = file_request(requester="erin", account_id="media-prod")  # Production: bob and carol approve
+    runtime = make_runtime()
+    run_intake(runtime)
+    jobs.notify({}, runtime=runtime)
+    [for_bob], [for_carol] = slack.messages_to("bob@example.com"), slack.messages_to("carol@example.com")
+
+    body = click_body(request, bob, "elevation_approve", (for_bob.channel, for_bob.ts), response_url.url,
+                      for_bob.blocks)
+    assert post(plugin_server, body, signed(body)).status_code == 200
+    clicked = wait_for(lambda: [m for m in slack.messages if m.ts == for_bob.ts and m.updated])[0]
+    assert "approved by bob (via Slack)" in clicked.text
+
+    def closed_rows() -> list[Any]:
+        with engine.connect() as conn:
+            return outbox.rows(conn, sa.text("kind = 'request_pending_closed'"))
+
+    wait_for(lambda: closed_rows())  # the click handler recorded the clicked message as closed
+    jobs.notify({}, runtime=make_runtime())
+    carols = [m for m in slack.messages if m.ts == for_carol.ts][0]
+    assert carols.updated and carols.text == f"Access request {request} was approved by bob"
+    assert not [block for block in carols.blocks if block["type"] == "actions"]
+    assert [m for m in slack.messages if m.ts == for_bob.ts][0] == clicked  # left as the click left it
+    assert [args["ts"] for method, args in slack.calls if method == "chat.update"] == [for_bob.ts, for_carol.ts]
+    rows = {row["recipient"]: row for row in closed_rows()}
+    assert {email: row["state"] for email, row in rows.items()} == {"bob@example.com": "sent",
+                                                                    "carol@example.com": "sent"}
+    assert outbox.payload(rows["bob@example.com"])["closed_by"] == "slack click"
+    jobs.notify({}, runtime=make_runtime())  # nothing more
+    assert len([method for method, _ in slack.calls if method == "chat.update"]) == 2

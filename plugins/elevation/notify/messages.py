@@ -33,11 +33,13 @@ REVOKE_OVERDUE = "revoke_overdue"
 AUDIT_RESULT = "audit_result"  # to the requester and the approver (auto-approved: the security channel)
 NIGHTLY_DIGEST = "nightly_digest"  # to the security channel
 APPROVERS_MISSING = "approvers_missing"  # to the admin channel: a pending request nobody can be told about
+#: Not a new message: replaces a posted `request_pending` message (chat.update) once the request is decided.
+REQUEST_PENDING_CLOSED = "request_pending_closed"
 
 KINDS: tuple[str, ...] = (
     REQUEST_PENDING, REQUEST_APPROVED, REQUEST_REJECTED, REQUEST_EXPIRED, REQUEST_CANCELLED, SESSION_ACTIVE,
     SESSION_ENDING_SOON, SESSION_ENDED, SESSION_REVOKED, GRANT_FAILED, REVOKE_FAILED, REVOKE_OVERDUE, AUDIT_RESULT,
-    NIGHTLY_DIGEST, APPROVERS_MISSING,
+    NIGHTLY_DIGEST, APPROVERS_MISSING, REQUEST_PENDING_CLOSED,
 )
 
 APPROVE_ACTION_ID = "elevation_approve"
@@ -219,6 +221,32 @@ def request_decided(kind: str, view: RequestView, *, by: str | None, reason: str
         blocks.append(_fields([("Window", view.window())]))
     blocks.append(_request_id(view))
     return Message(kind, f"{headline}.", blocks)
+
+
+_OUTCOMES = {
+    REQUEST_APPROVED: (":white_check_mark:", "Approved"),
+    REQUEST_REJECTED: (":no_entry:", "Rejected"),
+    REQUEST_EXPIRED: (":hourglass:", "Expired"),
+    REQUEST_CANCELLED: (":heavy_multiplication_x:", "Cancelled"),
+}
+
+
+def request_pending_closed(kind: str, view: RequestView, *, by: str | None, reason: str | None) -> Message:
+    """What an approver's `request_pending` message becomes once the request is decided, wherever it was decided:
+    the same facts, the outcome, and no buttons left to press."""
+    mark, word = _OUTCOMES[kind]
+    who = _who(by)
+    outcome = f"{word}{f' by {who}' if who else ''}"
+    text = f"Access request {view.id} was {word.lower()}{f' by {who}' if who else ''}"
+    asked = f"{escape(view.requester)} asked for {view.title} ({_length(timedelta(minutes=view.duration_minutes))})"
+    blocks = [
+        _section(f":key: *Access request {view.id}*\n{asked}"),
+        _request_fields(view),
+        _section(f"*Justification*\n{escape(view.justification or '(none given)', MAX_FREE_TEXT)}"),
+        _section(f"{mark} *{outcome}*" + (f"\n{escape(reason, MAX_FREE_TEXT)}" if reason else "")),
+        _context(f"Request {view.id} · decided, nothing left to do here"),
+    ]
+    return Message(REQUEST_PENDING_CLOSED, text, blocks)
 
 
 def _who(actor: str | None) -> str:

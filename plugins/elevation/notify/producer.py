@@ -5,7 +5,9 @@ Sources, each enqueued idempotently (the outbox's `dedup_key`):
 - `elevation_event` rows after the durable cursor `events` (table `elevation_notify_cursor`): `validated` (a
   request now pending: to each approver the policy names for the account; inserted approved: to the requester),
   `transition` (approved / rejected / expired / cancelled / active / failed / ended / revoked) and
-  `revoke_failed` (once per request); the cursor moves in the same transaction as the enqueue;
+  `revoke_failed` (once per request); the cursor moves in the same transaction as the enqueue. A decision on a
+  pending request (however it was made: a Slack click, the Airflow UI, the command line, expiry, a cancel) also
+  enqueues a `request_pending_closed` update for each approval message, so no approver keeps live buttons;
 - the revocations heartbeat's `overdue` list (`revoke_overdue`, once per request);
 - active sessions within `ending_soon` of their end (`session_ending_soon`, once per request);
 - `elevation_audit` rows final and not yet announced: the result to the requester and the approver (the security
@@ -225,8 +227,12 @@ def _for_event(runtime: Runtime, ctx: _Context, event: Any) -> list[outbox.Entry
             by = row["decided_by"]
         elif event["reason_code"] == "invalid_request":
             by = None
-        message = m.request_decided(decided[Status(to_status)], ctx.view(row), by=by, reason=reason)
-        return [_to_person(key, message, row["requester"], request_id, ctx)]
+        outcome = decided[Status(to_status)]
+        message = m.request_decided(outcome, ctx.view(row), by=by, reason=reason)
+        entries = [_to_person(key, message, row["requester"], request_id, ctx)]
+        if event["from_status"] == Status.PENDING:
+            entries += _close_pending(runtime, ctx, row, outcome, by, reason)
+        return entries
     if to_status == Status.ACTIVE:
         return [_to_person(key, m.session_active(ctx.view(row)), row["requester"], request_id, ctx)]
     if to_status == Status.FAILED:
@@ -267,6 +273,52 @@ def _pending(runtime: Runtime, ctx: _Context, key: str, row: Any) -> list[outbox
         entries.append(_entry(f"{key}:{ctx.settings.admin_channel}", m.approvers_missing(view, why),
                               ctx.settings.admin_channel, int(row["id"])))
     return entries
+
+
+def close_key(target_id: int) -> str:
+    """The dedup key of the update that closes approval message `target_id` (one per message, ever)."""
+    return f"closed:{target_id}"
+
+
+def _close_pending(runtime: Runtime, ctx: _Context, row: Any, outcome: str, by: str | None,
+                   reason: str | None) -> list[outbox.Entry]:
+    """An update per approval message of the request (posted, or not yet: the sender waits for it), so every
+    approver sees the outcome in place of the buttons."""
+    with runtime.engine.connect() as conn:
+        asked = outbox.rows(conn, outbox_table.c.kind == m.REQUEST_PENDING,
+                            outbox_table.c.request_id == int(row["id"]),
+                            outbox_table.c.state.in_((outbox.PENDING, outbox.SENT)))
+    if not asked:
+        return []
+    message = m.request_pending_closed(outcome, ctx.view(row), by=by, reason=reason)
+    return [outbox.Entry(close_key(int(target["id"])), m.REQUEST_PENDING_CLOSED, target["recipient"],
+                         {**message.payload(), "target": int(target["id"])}, int(row["id"])) for target in asked]
+
+
+def closed_by_click(engine: sa.Engine, request_id: int, channel: str | None, ts: str | None, text: str, *,
+                    at: datetime) -> int:
+    """The approval message a Slack click already replaced with its outcome (web/apps.py): its update is recorded
+    as done, so the notifier leaves that message as the click left it (the other approvers' are still closed).
+    Returns how many messages it recorded."""
+    if not channel or not ts:
+        return 0
+    with engine.begin() as conn:
+        clicked = outbox.rows(conn, outbox_table.c.kind == m.REQUEST_PENDING, outbox_table.c.request_id == request_id,
+                              outbox_table.c.slack_channel == channel, outbox_table.c.slack_ts == ts)
+        keys = [close_key(int(target["id"])) for target in clicked]
+        outbox.enqueue(conn, [outbox.Entry(close_key(int(target["id"])), m.REQUEST_PENDING_CLOSED,
+                                           target["recipient"], {"text": text, "target": int(target["id"]),
+                                                                 "closed_by": "slack click"}, request_id,
+                                           state=outbox.SENT) for target in clicked], now=at)
+        if keys:  # also when the notifier enqueued it first, unless a sender is updating it right now
+            conn.execute(sa.update(outbox_table).where(
+                outbox_table.c.dedup_key.in_(keys),
+                sa.or_(sa.and_(outbox_table.c.state == outbox.SENT, outbox_table.c.slack_ts.is_(None)),
+                       sa.and_(outbox_table.c.state == outbox.PENDING,
+                               sa.or_(outbox_table.c.claimed_until.is_(None), outbox_table.c.claimed_until < at))),
+            ).values(state=outbox.SENT, sent_at=at, slack_channel=channel, slack_ts=ts, claimed_by=None,
+                     claimed_until=None, last_error=None))
+    return len(keys)
 
 
 def _trouble(ctx: _Context, key: str, kind: str, row: Any, reason: str | None) -> list[outbox.Entry]:

@@ -24,6 +24,13 @@ person, from `conversations.open`) and records the message it finds instead of p
 look-up is impossible (a scope missing, Slack refusing, a `#name` channel nobody has posted to yet, so its id is
 unknown), the message is posted again: **a duplicate is better than a lost alert** (a revoke overdue or an audit
 with findings must arrive); a warning says so. Only a 429 on the look-up waits (nothing is lost by waiting).
+
+**Approval messages follow the decision.** A `request_pending` message is not posted when its request is no longer
+pending (it is `skipped`, nothing to ask). A `request_pending_closed` row (the producer makes one per approval
+message when the request is decided, wherever it was decided) replaces that message with the outcome through
+`chat.update` once the message has been posted, so its buttons go; it waits while the message is still pending
+and is skipped when the message was never posted. `chat.update` sets the same content however often it runs, so a
+retried update cannot show anything twice.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from elevation.notify import messages as m
 from elevation.notify.settings import NotifySettings
 from elevation.runtime import Runtime
 from elevation.store import outbox, queue
@@ -86,6 +94,19 @@ class _NotFound(Exception):
 
 class _Refused(Exception):
     pass
+
+
+class _Moot(Exception):
+    """Nothing to deliver any more (a request decided before its approvers were asked, an approval message that was
+    never posted): the row is `skipped` with this reason."""
+
+
+class _Wait(Exception):
+    """Not yet: the row waits `seconds` (not counted as an attempt)."""
+
+    def __init__(self, seconds: float, message: str) -> None:
+        super().__init__(message)
+        self.seconds = seconds
 
 
 def message_metadata(dedup_key: str) -> dict[str, Any]:
@@ -141,7 +162,22 @@ def _deliver(runtime: Runtime, client: Any, row: queue.Row, users: dict[str, str
                     runtime.worker)
         return
     try:
-        channel, ts = _post(runtime, client, row, body, users)
+        if row["kind"] == m.REQUEST_PENDING_CLOSED:
+            channel, ts = _update(runtime, client, row, body)
+        else:
+            channel, ts = _post(runtime, client, row, body, users)
+    except _Moot as moot:
+        with runtime.engine.begin() as conn:
+            outbox.mark_skipped(conn, row["id"], runtime.worker, attempts=int(row["attempts"]), reason=str(moot))
+        log.info("message %s (%s) skipped: %s", row["id"], row["kind"], moot)
+        summary.skipped.append(row["id"])
+        return
+    except _Wait as wait:
+        with runtime.engine.begin() as conn:
+            outbox.reschedule(conn, row["id"], runtime.worker, at=runtime.now() + timedelta(seconds=wait.seconds),
+                              attempts=int(row["attempts"]), reason=str(wait))
+        summary.retrying.append(row["id"])
+        return
     except _NotFound as missing:
         with runtime.engine.begin() as conn:
             outbox.mark_skipped(conn, row["id"], runtime.worker, attempts=attempts, reason=str(missing))
@@ -175,6 +211,12 @@ def _post(runtime: Runtime, client: Any, row: queue.Row, body: dict[str, Any],
             log.info("message %s (%s) was already in Slack (%s %s): recorded, not posted again", row["id"],
                      row["kind"], *found)
             return found
+    if row["kind"] == m.REQUEST_PENDING and row["request_id"] is not None:
+        with runtime.engine.connect() as conn:
+            request = queue.get_request(conn, int(row["request_id"]))
+        if request is not None and request["status"] != "pending":
+            raise _Moot(f"request {row['request_id']} is {request['status']} already: its approvers need not be "
+                        "asked")
     with runtime.engine.begin() as conn:  # committed before the post: a later attempt looks before posting again
         conn.execute(sa.update(outbox_table).where(
             outbox_table.c.id == row["id"], outbox_table.c.claimed_by == runtime.worker,
@@ -229,6 +271,22 @@ def _conversation(runtime: Runtime, client: Any, recipient: str, destination: st
                    outbox_table.c.slack_channel.is_not(None))
             .order_by(outbox_table.c.id.desc()).limit(1)
         ).scalar()
+
+
+def _update(runtime: Runtime, client: Any, row: queue.Row, body: dict[str, Any]) -> tuple[str, str]:
+    """Replace a posted approval message with the request's outcome (its buttons go)."""
+    with runtime.engine.connect() as conn:
+        target = conn.execute(sa.select(outbox_table).where(outbox_table.c.id == body.get("target"))).mappings().first()
+    if target is None:
+        raise _Moot(f"message {body.get('target')} to update does not exist")
+    if target["state"] == outbox.PENDING:
+        due = max(runtime.now() + runtime.config.notifications.retry_initial, target["next_attempt_at"])
+        raise _Wait((due - runtime.now()).total_seconds(), f"message {target['id']} is not posted yet")
+    if target["state"] != outbox.SENT or not target["slack_channel"] or not target["slack_ts"]:
+        raise _Moot(f"message {target['id']} was never posted ({target['state']}): nothing to update")
+    answer = _call(lambda: client.chat_update(channel=target["slack_channel"], ts=target["slack_ts"],
+                                              text=body.get("text") or "", blocks=body.get("blocks") or None))
+    return str(answer.get("channel") or target["slack_channel"]), str(answer.get("ts") or target["slack_ts"])
 
 
 def _destination(client: Any, recipient: str, users: dict[str, str | None]) -> str:

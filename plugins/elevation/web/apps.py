@@ -4,7 +4,9 @@
 once (200, empty) after checking the signature, and records and applies the click in a background task: the
 Slack user's email (`users.info`, through the SlackHook of `notifications.slack_conn_id`) names a person of the
 policy; the decision becomes an `elevation_action` row with that person's login as actor and "via Slack" as
-comment, and intake applies it (every check of any decision applies); the outcome goes back to Slack.
+comment, and intake applies it (every check of any decision applies); the outcome goes back to Slack. The clicked
+message, once replaced, is recorded in the outbox as closed: the notifier then closes the other approvers'
+messages of that request and leaves this one as the click left it.
 
 `audit_app()`, at `/elevation/audit`: the nightly reports under `audit.reports_location`, to callers with a valid
 Airflow token (the UI's `_token` cookie or `Authorization: Bearer`), validated by Airflow's own `get_user`.
@@ -159,6 +161,7 @@ def handle_click(click: Click, config: Any, replies: SlackReplies) -> dict[str, 
     from elevation.access.intake import run_intake
     from elevation.store import queue
 
+    runtime = None
     try:
         email = replies.email_of(click.slack_user_id)
         person = config.policy.person(email) if email else None
@@ -191,7 +194,22 @@ def handle_click(click: Click, config: Any, replies: SlackReplies) -> dict[str, 
         replies.send(click, message)
     except Exception:
         log.exception("could not tell Slack the outcome of the %s of request %s", click.decision, click.request_id)
+        return message
+    if runtime is not None and message.get("replace_original"):
+        _closed_by_click(runtime, click, message)
     return message
+
+
+def _closed_by_click(runtime: Any, click: Click, message: dict[str, Any]) -> None:
+    """The clicked message shows the outcome now: the notifier must not replace it again."""
+    from elevation.notify.producer import closed_by_click
+
+    try:
+        closed_by_click(runtime.engine, click.request_id, click.channel_id, click.message_ts, message["text"],
+                        at=runtime.now())
+    except Exception:  # the notifier then replaces it with the same outcome: harmless
+        log.warning("could not record that the Slack message of request %s is closed", click.request_id,
+                    exc_info=True)
 
 
 _signatures = SignatureCheck()
