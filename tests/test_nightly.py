@@ -201,7 +201,7 @@ def test_an_s3_output_location_is_reached_through_the_output_connection(monkeypa
         asked.append(conn_id)
         return None, "http://127.0.0.1:1", "eu-west-1"
 
-    monkeypatch.setattr(nightly, "_aws_session", session_of)
+    monkeypatch.setattr(nightly, "airflow_session", session_of)
     monkeypatch.setattr("elevation.extract.location.resolve_location",
                         lambda location, **kw: (kw, location.removeprefix("s3://")))
     options, base = nightly._output("s3://night-data/cloudtrail", "aws_night_data")

@@ -116,6 +116,15 @@ class AwsClients:
     organizations: Any
 
 
+def airflow_session(conn_id: str) -> tuple[Any, str | None, str | None]:
+    """(boto3 session, endpoint_url, region) of an Airflow AWS connection, for the clients the hook does not make
+    (S3 for the trail, the output and the reports; CloudTrail Lake)."""
+    from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+
+    hook = AwsBaseHook(aws_conn_id=conn_id)
+    return hook.get_session(), hook.conn_config.endpoint_url, hook.conn_config.region_name
+
+
 def clients_from_airflow(conn_id: str, region: str | None = None) -> AwsClients:
     """Clients built by the amazon provider's hook from an Airflow connection (endpoint_url extra honoured)."""
     from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook

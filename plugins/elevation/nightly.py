@@ -19,6 +19,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from elevation.audit.publish import publish_reports, published_uri
+from elevation.aws import airflow_session
 from elevation.cloudtrail.sessions import SessionIdentity
 from elevation.extract.night import ExtractSummary
 from elevation.runtime import Runtime
@@ -92,19 +94,11 @@ def session_identities(runtime: Runtime, open_until: datetime | None = None) -> 
 # --- extract ------------------------------------------------------------------------------------------------
 
 
-def _aws_session(conn_id: str) -> tuple[Any, str | None, str | None]:
-    """(boto3 session, endpoint_url, region) of an Airflow AWS connection."""
-    from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
-
-    hook = AwsBaseHook(aws_conn_id=conn_id)
-    return hook.get_session(), hook.conn_config.endpoint_url, hook.conn_config.region_name
-
-
 def lake_client(runtime: Runtime) -> Any:
     from elevation.cloudtrail.lake import LakeClient
 
     settings = runtime.config.extract
-    session, endpoint, region = _aws_session(settings.lake_conn_id)
+    session, endpoint, region = airflow_session(settings.lake_conn_id)
     assert settings.lake_event_data_store_arn is not None  # check_source() ran
     return LakeClient(session, settings.lake_event_data_store_arn, region_name=region, endpoint_url=endpoint,
                       poll_interval=settings.poll_interval.total_seconds(),
@@ -143,7 +137,7 @@ def run_extract(
     else:
         from elevation.cloudtrail.s3_trail import S3TrailSource
 
-        session, endpoint, region = _aws_session(settings.s3_conn_id)
+        session, endpoint, region = airflow_session(settings.s3_conn_id)
         client = session.client("s3", endpoint_url=endpoint, region_name=region)
         assert settings.s3_bucket is not None
         source = S3TrailSource(client, settings.s3_bucket, prefix=settings.s3_prefix, org_id=settings.s3_org_id,
@@ -203,7 +197,7 @@ def _output(location: str, conn_id: str) -> tuple[Any, str]:
     from elevation.extract.location import resolve_location
 
     if location.startswith("s3://"):
-        session, endpoint, region = _aws_session(conn_id)
+        session, endpoint, region = airflow_session(conn_id)
         return resolve_location(location, session=session, endpoint_url=endpoint, region_name=region)
     return resolve_location(location)
 
@@ -369,7 +363,7 @@ def run_audit(runtime: Runtime, night: date) -> AuditSummary:
         previous = {str(row.request_id): row for row in _in_chunks(
             conn, sa.select(audits), audits.c.request_id, tonight_ids)}
     # The organization's accounts: who is inside (a policy granting an outside account is worse) and their names.
-    organization = _organization_accounts(runtime)
+    organization = runtime.organization_accounts()
     rules = load_rules(audit.rule_folders, include_pack=audit.include_pack, disabled=audit.disabled_rules,
                        organization_accounts=frozenset(organization) or None)
     summary = AuditSummary(night=night.isoformat(),
@@ -463,7 +457,8 @@ def run_audit(runtime: Runtime, night: date) -> AuditSummary:
                                      drift=drift_overview(runtime), problems=tonight_problems))
     if publish_to and staging:
         with staging:
-            summary.index = _publish(reports, publish_to, audit.reports_conn_id, night_dir)
+            publish_reports(reports, publish_to, audit.reports_conn_id)
+            summary.index = published_uri(publish_to, reports, night_dir / "index.html")
     blind = sorted({problem.message for identity in tonight for problem in problems_touching(
         all_problems, identity.account_id, [day.isoformat() for day in _utc_days(identity, end)],
         identity.session_id) if problem.is_error and _day_closed(problem.day, now, extract.delivery_margin)})
@@ -585,42 +580,6 @@ def _record_written(runtime: Runtime, night: date, findings: Sequence[Any]) -> N
                  for f in {f.key: f for f in findings}.values() if f.key not in known]
         if fresh:
             conn.execute(sa.insert(findings_sent), fresh)
-
-
-def _publish(folder: Path, location: str, conn_id: str, night_dir: Path) -> str:
-    """Upload the rendered reports to S3, keeping the layout (so relative links keep working); the index's URI."""
-    from urllib.parse import urlparse
-
-    session, endpoint, region = _aws_session(conn_id)
-    s3 = session.client("s3", endpoint_url=endpoint, region_name=region)
-    target = urlparse(location)
-    prefix = target.path.strip("/")
-    content_types = {".html": "text/html; charset=utf-8", ".csv": "text/csv; charset=utf-8",
-                     ".jsonl": "application/x-ndjson", ".json": "application/json",
-                     ".parquet": "application/vnd.apache.parquet"}
-    for path in sorted(folder.rglob("*")):
-        if path.is_file() and not path.name.startswith("."):
-            key = "/".join(filter(None, (prefix, path.relative_to(folder).as_posix())))
-            s3.put_object(Bucket=target.netloc, Key=key, Body=path.read_bytes(),
-                          ContentType=content_types.get(path.suffix, "application/octet-stream"))
-    return f"{location.rstrip('/')}/{night_dir.relative_to(folder).as_posix()}/index.html"
-
-
-def _organization_accounts(runtime: Runtime) -> dict[str, str]:
-    """Account id -> name of every account of the organization (one paged ListAccounts, once per run)."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    try:
-        return runtime.identity_center.organization_accounts()
-    except (ClientError, BotoCoreError) as error:
-        log.warning("could not list the organization's accounts: %s", error)
-        return {}
-
-
-def _account_names(runtime: Runtime, accounts: set[str]) -> dict[str, str]:
-    """Account names for the reports, from Organizations; a report without them is still a report."""
-    known = _organization_accounts(runtime)
-    return {account: known[account] for account in accounts if account in known}
 
 
 def _record_audit(runtime: Runtime, session_id: str, night: date, provisional: bool, entry: Any, report: str,

@@ -7,6 +7,7 @@ clock. Jobs get a Runtime from :func:`runtime_for_run` (production) or build one
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ from elevation.identity_center import IdentityCenter
 from elevation.store import queue
 from elevation.store.database import create_engine_for_url, url_from_airflow_connection
 from elevation.store.migrations import upgrade
+
+log = logging.getLogger(__name__)
 
 
 def utcnow() -> datetime:
@@ -54,6 +57,17 @@ class Runtime:
         confirmation's bound plus a poll interval), so a dead worker's rows are picked up again soon after."""
         grants = self.policy.grants
         return max(grants.status_wait_bound + 2 * grants.status_poll_max, timedelta(minutes=1))
+
+    def organization_accounts(self) -> dict[str, str]:
+        """Account id -> name of every account of the organization (one paged ListAccounts), or {} with a warning
+        when it cannot be listed: a report without the names is still a report."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return self.identity_center.organization_accounts()
+        except (ClientError, BotoCoreError) as error:
+            log.warning("could not list the organization's accounts: %s", error)
+            return {}
 
     def now(self) -> datetime:
         """The real clock (for bookkeeping timestamps)."""

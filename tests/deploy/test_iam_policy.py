@@ -176,8 +176,8 @@ def test_attribution_table_covers_the_project_and_maps_to_known_components():
     assert lookup("elevation.access.grants", "run_grants") == "access"
     assert lookup("elevation.access.reconcile_report", "write_reconcile_report") == "reconcile"
     assert lookup("elevation.access.reconcile_report", "_latest_exists") == "reports"
-    assert lookup("elevation.nightly", "_publish") == "reports"
-    assert lookup("elevation.nightly", "_organization_accounts") == PLUMBING
+    assert lookup("elevation.audit.publish", "publish_reports") == "reports"
+    assert lookup("elevation.runtime", "organization_accounts") == PLUMBING
     assert lookup("elevation.devkit.world", "build_world") == NOT_PROJECT
     assert lookup("elevation.somewhere_new", "f") is None  # recorded with component None: the tests name it
 

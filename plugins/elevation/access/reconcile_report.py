@@ -24,7 +24,9 @@ import sqlalchemy as sa
 
 from elevation.access.drift import Drift, DriftKind
 from elevation.access.reconcile import ReconcileSummary
-from elevation.audit.report import DriftOverview, _environment, write_output
+from elevation.audit.publish import publish_reports
+from elevation.audit.report import DriftOverview, template_environment, write_output
+from elevation.aws import airflow_session
 from elevation.config import ElevationConfig
 from elevation.runtime import Runtime
 from elevation.store import drift as drift_store
@@ -182,7 +184,7 @@ def _open_for(since: datetime | None, now: datetime) -> str:
 
 def render_page(document: Mapping[str, Any], *, json_href: str, permalink: str | None) -> bytes:
     """The run's HTML page; `permalink` (from latest.html) points at the run's own page."""
-    environment = _environment().overlay()  # the shared environment is cached: its filters are not ours to change
+    environment = template_environment().overlay()  # the shared environment is cached: its filters are not ours to change
     environment.filters = {**environment.filters,
                            "open_for": lambda since: _open_for(since, document["generated_at"])}
     page = environment.get_template("reconcile_report.html.j2").render(
@@ -215,15 +217,13 @@ def _fixed_rows(conn: sa.Connection, fixed: Iterable[Drift]) -> list[sa.RowMappi
 
 def write_reconcile_report(runtime: Runtime, summary: ReconcileSummary) -> str:
     """Write the run's page and JSON, then latest.html / latest.json; returns where the run's page is."""
-    from elevation.nightly import _account_names, _publish
-
     settings = runtime.config.reconcile
     with runtime.engine.connect() as conn:
         open_rows = drift_store.open_items(conn)
         fixed_rows = _fixed_rows(conn, [*summary.removed, *summary.recreated])
     accounts = {row["account_id"] for row in (*open_rows, *fixed_rows)}
     document = build_document(
-        summary, open_rows, fixed_rows, _account_names(runtime, accounts) if accounts else {},
+        summary, open_rows, fixed_rows, _names_of(runtime, accounts),
         recreate_missing=settings.recreate_missing, max_removals=settings.max_removals, generated_at=runtime.now(),
     )
     data = to_json(document)
@@ -239,9 +239,16 @@ def write_reconcile_report(runtime: Runtime, summary: ReconcileSummary) -> str:
         write_output(root, LATEST_PAGE,
                      render_page(document, json_href=LATEST_JSON, permalink=f"{folder}/{RUN_PAGE}"))
         if publish:
-            _publish(root, location, runtime.config.audit.reports_conn_id, root / folder)
+            publish_reports(root, location, runtime.config.audit.reports_conn_id)
             return f"{location}/{folder}/{RUN_PAGE}"
     return str(page)
+
+
+def _names_of(runtime: Runtime, accounts: set[str]) -> dict[str, str]:
+    if not accounts:
+        return {}
+    known = runtime.organization_accounts()
+    return {account: known[account] for account in accounts if account in known}
 
 
 def _latest_exists(config: ElevationConfig, location: str) -> bool:
@@ -253,12 +260,10 @@ def _latest_exists(config: ElevationConfig, location: str) -> bool:
 
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from elevation.nightly import _aws_session
-
     target = urlparse(location)
     key = "/".join(filter(None, (target.path.strip("/"), LATEST_JSON)))
     try:
-        session, endpoint, region = _aws_session(config.audit.reports_conn_id)
+        session, endpoint, region = airflow_session(config.audit.reports_conn_id)
         session.client("s3", endpoint_url=endpoint, region_name=region).head_object(Bucket=target.netloc, Key=key)
     except ClientError as error:
         if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):

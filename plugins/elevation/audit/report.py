@@ -712,7 +712,7 @@ def build_session_view(
 
 
 @functools.lru_cache(maxsize=1)
-def _environment() -> jinja2.Environment:
+def template_environment() -> jinja2.Environment:
     """One environment per process: Jinja compiles each template once (a night renders hundreds of reports)."""
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(data_path("templates"))),
@@ -802,7 +802,7 @@ def render_session_report(
         rules=rules,
         files=files,
     )
-    html = _environment().get_template("session_report.html.j2").render(view=view, severities=SEVERITY_ORDER)
+    html = template_environment().get_template("session_report.html.j2").render(view=view, severities=SEVERITY_ORDER)
     return write_output(output_dir, f"{stem}.html", html.encode("utf-8"))
 
 
@@ -824,7 +824,7 @@ def render_index(
     for entry in ordered:
         totals.update(entry.findings_by_severity)
     html = (
-        _environment()
+        template_environment()
         .get_template("index.html.j2")
         .render(
             entries=ordered,

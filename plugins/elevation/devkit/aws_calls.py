@@ -71,8 +71,6 @@ COMPONENTS: dict[str, str] = {
     "elevation.access.reconcile": "reconcile",
     "elevation.access.reconcile_report": "reconcile",  # names the accounts through runtime.identity_center
     "elevation.nightly": "audit",
-    "elevation.nightly:_organization_accounts": PLUMBING,  # for the audit and the reconcile report
-    "elevation.nightly:_account_names": PLUMBING,
     "elevation.notify": "notify",
     # The trail bucket (extract.s3_conn_id) and CloudTrail Lake (extract.lake_conn_id)
     "elevation.cloudtrail.s3_trail": "extract-s3",
@@ -80,7 +78,7 @@ COMPONENTS: dict[str, str] = {
     "elevation.cloudtrail.lake_trigger": "extract-lake",
     "elevation.lake_wait": "extract-lake",
     # The reports in S3 (audit.reports_conn_id)
-    "elevation.nightly:_publish": "reports",
+    "elevation.audit.publish": "reports",
     "elevation.access.reconcile_report:_latest_exists": "reports",
     "elevation.web.audit_viewer": "reports",
     # Not the project's calls
