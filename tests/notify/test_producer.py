@@ -371,6 +371,145 @@ def blocks_of(message):
     return shown
 
 
+def closed(slack, who):
+    """The approval message someone got, after the request was decided: updated in place, no buttons."""
+    [message] = slack.messages_to(who)
+    assert message.updated and [kind for kind, _ in blocks_of(message)].count("actions") == 0
+    return message
+
+
+def test_an_expired_request_tells_the_requester_and_closes_every_approvers_message(
+    world, configure, file_request, make_runtime, engine, slack
+):
+    configure({"notifications": NOTIFICATIONS})
+    t0 = datetime.now(UTC).replace(second=0, microsecond=0)
+    request = file_request(requester="erin", account_id="media-prod", start_at=t0, duration_minutes=60,
+                           justification="rotate keys")
+    step(make_runtime, t0)
+    for approver in ("bob@example.com", "carol@example.com"):  # Production: both are asked
+        [asked] = slack.messages_to(approver)
+        assert [kind for kind, _ in blocks_of(asked)] == ["section", "fields", "section", "actions", "context"]
+    step(make_runtime, t0 + timedelta(minutes=61))  # nobody decided before the window passed
+    account = f"media-prod ({world.accounts['media-prod']})"
+    [expired] = slack.messages_to("erin@example.com")
+    assert expired.text == f"Your request for PowerUserAccess on {account} was expired."
+    assert blocks_of(expired) == [
+        ("section", f":hourglass: *Your request for PowerUserAccess on {account} was expired*"),
+        ("section", "*Why*\nthe requested window passed before anyone decided"),
+        ("context", f"Request {request}"),
+    ]
+    for approver in ("bob@example.com", "carol@example.com"):
+        message = closed(slack, approver)
+        assert message.text == f"Access request {request} was expired"
+        shown = blocks_of(message)
+        assert shown[0] == ("section", f":key: *Access request {request}*\nerin asked for PowerUserAccess on "
+                                       f"{account} (1h)")
+        assert shown[2] == ("section", "*Justification*\nrotate keys")
+        assert shown[3] == ("section", ":hourglass: *Expired*\nthe requested window passed before anyone decided")
+    step(make_runtime, t0 + timedelta(minutes=62))  # once
+    assert len(slack.messages) == 3
+    assert sum(1 for method, _ in slack.calls if method == "chat.update") == 2
+
+
+def test_a_cancelled_request_tells_the_requester_and_closes_the_approvers_message(
+    world, configure, file_request, make_runtime, engine, slack
+):
+    configure({"notifications": NOTIFICATIONS})
+    t0 = datetime.now(UTC).replace(second=0, microsecond=0)
+    request = file_request(requester="alice", account_id="media-stg", start_at=t0 + timedelta(hours=1))
+    step(make_runtime, t0)
+    with engine.begin() as conn:
+        queue.insert_action(conn, request, "cancel", "alice", "fixed <!here> without it")
+    step(make_runtime, t0 + timedelta(minutes=1))
+    account = f"media-stg ({world.accounts['media-stg']})"
+    [cancelled] = slack.messages_to("alice@example.com")
+    assert cancelled.text == f"Your request for PowerUserAccess on {account} was cancelled by alice."
+    assert blocks_of(cancelled) == [
+        ("section", f":heavy_multiplication_x: *Your request for PowerUserAccess on {account} was cancelled by "
+                    "alice*"),
+        ("section", "*Why*\nfixed &lt;!here&gt; without it"),
+        ("context", f"Request {request}"),
+    ]
+    message = closed(slack, "bob@example.com")
+    assert message.text == f"Access request {request} was cancelled by alice"
+    assert blocks_of(message)[3] == ("section", ":heavy_multiplication_x: *Cancelled by alice*\n"
+                                                "fixed &lt;!here&gt; without it")
+
+
+def test_a_pending_request_no_approver_can_be_told_about_alerts_the_admins(
+    world, configure, file_request, make_runtime, engine, slack
+):
+    configure({"notifications": NOTIFICATIONS},
+              approvers=[{"ous": [world.ous["Production"]], "approvers": ["bob", "carol"]}])  # none for Staging
+    t0 = datetime.now(UTC).replace(second=0, microsecond=0)
+    request = file_request(requester="alice", account_id="media-stg", start_at=t0, ticket="OPS-9",
+                           justification="deploy @channel hotfix")
+    step(make_runtime, t0)
+    account = f"media-stg ({world.accounts['media-stg']})"
+    [alert] = slack.messages_to("#elevation-admin")
+    headline = (f"Request {request} (PowerUserAccess on {account} for alice) is pending and no approver can be "
+                "told")
+    assert alert.text == headline
+    shown = blocks_of(alert)
+    assert shown[:2] == [("section", f":warning: *{headline}*"),
+                         ("section", "the policy names no approver (with an email) for this account")]
+    assert shown[2][0] == "fields" and shown[2][1][:3] == ["*Requester*\nalice", f"*Account*\n{account}",
+                                                          "*Permission set*\nPowerUserAccess"]
+    assert "*Ticket*\nOPS-9" in shown[2][1]
+    assert [m for m in slack.messages if m.channel != slack.channels["elevation-admin"]] == []  # nobody else
+    assert [row["kind"] for row in outbox_rows(engine)] == ["approvers_missing"]
+
+
+def test_session_messages_and_overdue_revokes_carry_their_blocks(
+    world, configure, file_request, make_runtime, engine, slack
+):
+    configure({"notifications": NOTIFICATIONS})
+    t0 = datetime.now(UTC).replace(second=0, microsecond=0)
+    request = file_request(requester="alice", account_id="media-stg", start_at=t0, duration_minutes=30)
+    step(make_runtime, t0)
+    with engine.begin() as conn:
+        queue.insert_action(conn, request, "approve", "bob")
+    step(make_runtime, t0 + timedelta(minutes=1))
+    step(make_runtime, t0 + timedelta(minutes=22))
+    step(make_runtime, t0 + timedelta(minutes=31))
+    step(make_runtime, t0 + timedelta(minutes=32))
+    account = f"media-stg ({world.accounts['media-stg']})"
+    approved, active, soon, ended = slack.messages_to("alice@example.com")
+    end = f"{t0 + timedelta(minutes=30):%Y-%m-%d %H:%M} UTC"
+    assert blocks_of(active) == [
+        ("section", f":unlock: *Your access is active: PowerUserAccess on {account} until {end}*"),
+        ("section", "Sign in through the AWS access portal; the assignment is removed when the window ends."),
+        ("context", f"Request {request}"),
+    ]
+    assert blocks_of(soon) == [
+        ("section", f":alarm_clock: *Your access to PowerUserAccess on {account} ends in 8m (at {end})*"),
+        ("section", "Save your work; file a new request if you need more time."),
+        ("context", f"Request {request}"),
+    ]
+    assert blocks_of(ended) == [
+        ("section", f":lock: *Your access to PowerUserAccess on {account} has ended*"),
+        ("context", f"Request {request} · the session's audit report follows after the nightly audit"),
+    ]
+
+    with engine.begin() as conn:  # the revocations heartbeat finds it overdue (as if the removal had not held)
+        queue.beat(conn, "elevation_revocations", at=t0 + timedelta(minutes=45), as_of=t0, outcome="overdue",
+                   detail={"overdue": [request], "failing": []})
+    step(make_runtime, t0 + timedelta(minutes=46), lifecycle=False)
+    overdue = slack.messages_to("alice@example.com")[-1]
+    checked = f"{t0 + timedelta(minutes=45):%Y-%m-%d %H:%M} UTC"
+    assert overdue.text == f"Your access to PowerUserAccess on {account} outlives its window"
+    shown = blocks_of(overdue)
+    assert shown[0] == ("section", f":rotating_light: *Your access to PowerUserAccess on {account} outlives its "
+                                   "window*")
+    assert shown[1] == ("section", "The assignment should be gone and is not (or not confirmed): an operator must "
+                                   "look now.")
+    assert shown[2][0] == "section" and shown[2][1].startswith("*Error*\n") and f"(checked {checked})" in shown[2][1]
+    assert shown[3] == ("context", f"Request {request}")
+    [admins] = [m for m in slack.messages_to("#elevation-admin") if "outlives" in m.text]
+    assert admins.text == f"Request {request}: PowerUserAccess on {account} for alice outlives its window"
+    assert [kind for kind, _ in blocks_of(admins)] == ["section", "section", "section", "fields", "context"]
+
+
 # --- the digest: worst findings and open drift -------------------------------------------------------------------
 
 

@@ -225,8 +225,8 @@ def _for_event(runtime: Runtime, ctx: _Context, event: Any) -> list[outbox.Entry
     if to_status in decided:
         if event["reason_code"] == "auto_approved":
             by = row["decided_by"]
-        elif event["reason_code"] == "invalid_request":
-            by = None
+        elif event["reason_code"] == "invalid_request" or to_status == Status.EXPIRED:
+            by = None  # nobody's act: the validation or the clock
         outcome = decided[Status(to_status)]
         message = m.request_decided(outcome, ctx.view(row), by=by, reason=reason)
         entries = [_to_person(key, message, row["requester"], request_id, ctx)]
