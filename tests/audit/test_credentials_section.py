@@ -75,3 +75,27 @@ def test_the_report_lists_the_minted_credentials_and_their_uses(tmp_path: Path) 
     assert "s3:PutBucketPolicy ×1" in rows[1] and OTHER in rows[1]
     quiet = html.unescape(render_session_report(SessionFacts(session_id="q"), [], [], tmp_path).read_text())
     assert "Credentials minted" not in quiet
+
+
+def test_a_console_password_an_ssh_key_and_a_service_credential_are_listed_with_nothing_to_trace(
+    tmp_path: Path,
+) -> None:
+    """Credentials CloudTrail cannot follow by key id or ARN are persistence all the same: listed, owner named."""
+    identity = sso_identity(ACCOUNT, "AdministratorAccess", "alice@example.com")
+    calls = [("CreateLoginProfile", {"userName": "backdoor", "passwordResetRequired": False}, None),
+             ("UploadSSHPublicKey", {"userName": "backdoor", "sSHPublicKeyBody": "ssh-rsa AAAA"},
+              {"sSHPublicKey": {"sSHPublicKeyId": "APKAEXAMPLE"}}),
+             ("CreateServiceSpecificCredential", {"userName": "backdoor", "serviceName": "codecommit.amazonaws.com"},
+              None)]  # fmt: skip
+    records = [make_event(identity, name, "iam.amazonaws.com", START + timedelta(minutes=index),
+                          recipient_account=ACCOUNT, event_id=name, request=request, response=response)
+               for index, (name, request, response) in enumerate(calls)]
+    minted = minted_credentials(table_of(records))
+    assert [(c.kind, c.owner, c.access_key_id, c.identity_arn, c.uses.count) for c in minted] == [
+        ("console password", "backdoor", None, None, 0),
+        ("SSH public key", "backdoor", None, None, 0),
+        ("service-specific credential", "backdoor", None, None, 0),
+    ]
+    page = html.unescape(render_session_report(review_session(), records, [], tmp_path).read_text())
+    section = page[page.index("Credentials minted by the session (3)"):page.index("Write operations")]
+    assert "console password" in section and "iam:CreateLoginProfile" in section and "backdoor" in section

@@ -309,9 +309,10 @@ def test_minted_credentials_are_listed_for_the_audit(real_records: list[dict[str
     for index, record in enumerate(minting):
         assert matcher.match(restamp(record, identity, T0 + timedelta(minutes=index % 50), f"m{index}"))
     kinds = {(m.event_name, m.kind) for m in matcher.minted}
-    assert ("CreateAccessKey", "access_key") in kinds and ("GetFederationToken", "federation_token") in kinds
+    assert ("CreateAccessKey", "access key") in kinds and ("GetFederationToken", "federation token") in kinds
+    assert ("CreateLoginProfile", "console password") in kinds
     assert len(matcher.minted) == len(minting)
-    keys = [m for m in matcher.minted if m.kind == "access_key" and m.succeeded]
+    keys = [m for m in matcher.minted if m.kind == "access key" and m.succeeded]
     assert keys and all(m.detail for m in keys), "the new access key id (or user) is reported"
 
 

@@ -20,18 +20,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["CredentialUse", "MintedCredential", "MINTING_CALLS", "minted_credentials"]
+from elevation.cloudtrail.credential_calls import CREDENTIAL_CALLS, TRACEABLE_KINDS
 
-#: (eventSource, eventName) of the calls that return credentials, and what kind of credential they mint.
-MINTING_CALLS: dict[tuple[str, str], str] = {
-    ("iam.amazonaws.com", "CreateAccessKey"): "access key",
-    ("sts.amazonaws.com", "AssumeRole"): "assumed role",
-    ("sts.amazonaws.com", "AssumeRoleWithWebIdentity"): "assumed role",
-    ("sts.amazonaws.com", "AssumeRoleWithSAML"): "assumed role",
-    ("sts.amazonaws.com", "AssumeRoot"): "assumed role",
-    ("sts.amazonaws.com", "GetFederationToken"): "federation token",
-    ("sts.amazonaws.com", "GetSessionToken"): "session token",
-}
+__all__ = ["CredentialUse", "MintedCredential", "minted_credentials"]
+
 #: Distinct calls listed per credential (the rest are counted in `count`).
 MAX_CALLS = 12
 
@@ -58,7 +50,7 @@ class CredentialUse:
 class MintedCredential:
     """One credential created by a call of the session."""
 
-    kind: str  # access key | assumed role | federation token | session token
+    kind: str  # a kind of elevation.cloudtrail.credential_calls.CREDENTIAL_CALLS
     call: str  # "iam:CreateAccessKey"
     event_id: str
     event_time: datetime
@@ -91,12 +83,14 @@ def _text(value: Any) -> str | None:
 
 def _minted(row: dict[str, Any]) -> MintedCredential | None:
     source, name = row.get("eventSource") or "", row.get("eventName") or ""
-    kind = MINTING_CALLS.get((source, name))
+    kind = CREDENTIAL_CALLS.get((source, name))
     if kind is None or row.get("errorCode"):
         return None
     response = _document(row.get("responseElements"))
     request = _document(row.get("requestParameters"))
-    if kind == "access key":
+    if kind not in TRACEABLE_KINDS:  # a console password, an SSH key, a service-specific credential
+        key_id, arn, owner = None, None, _text(request.get("userName"))
+    elif kind == "access key":
         key = response.get("accessKey") if isinstance(response.get("accessKey"), dict) else {}
         key_id, arn = _text(key.get("accessKeyId")), None
         owner = _text(key.get("userName")) or _text(request.get("userName"))
@@ -106,7 +100,7 @@ def _minted(row: dict[str, Any]) -> MintedCredential | None:
         user = response.get("assumedRoleUser") or response.get("federatedUser")
         arn = _text(user.get("arn")) if isinstance(user, dict) else None
         owner = _text(request.get("roleArn")) or _text(request.get("name"))
-    if key_id is None and arn is None:  # the response was redacted or absent: nothing to follow
+    if kind in TRACEABLE_KINDS and key_id is None and arn is None:  # the response redacted or absent: no trace
         return None
     return MintedCredential(
         kind=kind,
@@ -150,7 +144,7 @@ def minted_credentials(table: pa.Table) -> list[MintedCredential]:
     the same table (the minting call itself excluded)."""
     if table.num_rows == 0 or not {"eventSource", "eventName"} <= set(table.column_names):
         return []
-    names = pa.array(sorted({name for _, name in MINTING_CALLS}))
+    names = pa.array(sorted({name for _, name in CREDENTIAL_CALLS}))
     candidates = table.filter(pc.fill_null(pc.is_in(_plain(table["eventName"]), value_set=names), False))
     present = [name for name in _MINT_COLUMNS if name in candidates.column_names]
     minted = [

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from elevation.cloudtrail.credential_calls import CREDENTIAL_CALLS, FOLLOWED_CALLS
 from elevation.cloudtrail.schema import parse_event_time
 from elevation.cloudtrail.sessions import SessionIdentity
 
@@ -25,16 +26,6 @@ log = logging.getLogger(__name__)
 SSO_ROLE_PREFIX = "AWSReservedSSO_"
 #: AWS caps role chaining (AssumeRole with role credentials) at one hour; used when the expiration is unreadable.
 CHAINED_CREDENTIALS_MAX = timedelta(hours=1)
-#: Calls that mint credentials which outlive the session: reported, not followed (their later use is not the session's).
-MINTING_EVENTS: dict[tuple[str, str], str] = {
-    ("iam.amazonaws.com", "CreateAccessKey"): "access_key",
-    ("iam.amazonaws.com", "CreateLoginProfile"): "login_profile",
-    ("iam.amazonaws.com", "UpdateLoginProfile"): "login_profile",
-    ("iam.amazonaws.com", "CreateServiceSpecificCredential"): "service_specific_credential",
-    ("iam.amazonaws.com", "UploadSSHPublicKey"): "ssh_public_key",
-    ("sts.amazonaws.com", "GetFederationToken"): "federation_token",
-    ("sts.amazonaws.com", "GetSessionToken"): "session_token",
-}
 
 
 @dataclass(frozen=True)
@@ -144,7 +135,8 @@ class DerivedCredential:
 
 @dataclass(frozen=True)
 class MintedCredential:
-    """A long-lived credential a session created (access key, login profile, federation token, ...), for the audit."""
+    """A credential a session created that the extract does not follow (access key, console password, federation
+    token, ...): noted in the night's summary; the audit lists them with their use (audit.credentials)."""
 
     session_id: str
     event_id: str
@@ -331,10 +323,9 @@ class SessionMatcher:
                 self._role_ids[principal.role_id] = (principal.account_id, permission_set)
                 self._wake(f"roleid:{principal.role_id}")
         source, name = record.get("eventSource"), record.get("eventName")
-        if source == "sts.amazonaws.com" and name == "AssumeRole":
+        if (source, name) in FOLLOWED_CALLS:
             self._learn_assume_role(record, principal, matches)
-        kind = MINTING_EVENTS.get((str(source), str(name)))
-        if kind:
+        elif kind := CREDENTIAL_CALLS.get((str(source), str(name))):
             self._learn_minted(record, principal, matches, kind)
 
     def _learn_assume_role(self, record: dict[str, Any], principal: Principal, matches: list[Match]) -> None:
