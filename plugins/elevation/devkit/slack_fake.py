@@ -335,16 +335,25 @@ def _flag(value: Any) -> bool:
     return value is True or str(value).lower() in ("1", "true")
 
 
+_NOT_JSON = object()
+
+
+def _decoded(value: Any) -> Any:
+    """A JSON argument as sent: form bodies carry it as text (`_NOT_JSON` when that text is not JSON)."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError:
+        return _NOT_JSON
+
+
 def _metadata(value: Any) -> dict[str, Any] | None | bool:
     """Message metadata (a JSON object, or its text in form bodies); False when it is not Slack's shape:
     `event_type` a short name and `event_payload` an object."""
     if value in (None, "", {}):
         return None
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            return False
+    value = _decoded(value)
     if not isinstance(value, dict) or not isinstance(value.get("event_type"), str) or not value["event_type"]:
         return False
     if not isinstance(value.get("event_payload"), dict):
@@ -366,11 +375,7 @@ def _blocks(value: Any) -> list[dict[str, Any]] | None | bool:
     """Blocks as a list (form bodies carry them as JSON text); False when they are not valid blocks."""
     if value in (None, "", []):
         return None
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            return False
+    value = _decoded(value)
     if not isinstance(value, list) or not all(isinstance(block, dict) and "type" in block for block in value):
         return False
     return value
