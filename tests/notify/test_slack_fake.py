@@ -109,3 +109,29 @@ def test_history_reads_a_conversation_newest_first_with_metadata_pages_and_a_win
     with pytest.raises(SlackApiError) as bad:
         client.chat_postMessage(channel=security, text="x", metadata={"event_type": "x"})
     assert bad.value.response["error"] == "invalid_metadata_format"
+
+
+def test_auth_test_and_history_tell_which_app_is_which(fake):
+    """As Slack does: `auth.test` tells a bot token its bot user and `bot_id`, and every message in a history shows
+    the `user`, `bot_id`, `app_id` and `bot_profile` of the app that posted it; only that app may update it."""
+    security = fake.add_channel("security")
+    ours = WebClient(token=fake.token, base_url=fake.base_url)
+    other_app = fake.add_app("staging-elevation")
+    theirs = WebClient(token=other_app.token, base_url=fake.base_url)
+
+    me, them = ours.auth_test(), theirs.auth_test()
+    assert (me["user_id"], me["bot_id"]) == (fake.bot.bot_user, fake.bot.bot_id)
+    assert (them["user_id"], them["bot_id"]) == (other_app.bot_user, other_app.bot_id) and me["bot_id"] != them["bot_id"]
+    mine = ours.chat_postMessage(channel=security, text="ours")["ts"]
+    their = theirs.chat_postMessage(channel=security, text="theirs")["ts"]
+
+    shown = {m["text"]: m for m in ours.conversations_history(channel=security)["messages"]}
+    for text, app in (("ours", fake.bot), ("theirs", other_app)):
+        message = shown[text]
+        assert (message["user"], message["bot_id"], message["app_id"]) == (app.bot_user, app.bot_id, app.app_id)
+        assert (message["bot_profile"]["id"], message["bot_profile"]["app_id"]) == (app.bot_id, app.app_id)
+    assert [m.app for m in fake.messages] == [None, other_app]
+    with pytest.raises(SlackApiError) as not_ours:
+        ours.chat_update(channel=security, ts=their, text="edited")
+    assert not_ours.value.response["error"] == "cant_update_message"
+    assert ours.chat_update(channel=security, ts=mine, text="edited")["ok"]

@@ -9,7 +9,10 @@ be form-encoded or JSON (GET query strings too), the token comes as `Authorizati
 `{"ok": true, ...}` or `{"ok": false, "error": "users_not_found"}` as Slack gives them.
 
 Users are registered by email (:meth:`SlackFake.add_user`); every posted message is recorded (channel, text,
-blocks, ts, metadata) in :attr:`SlackFake.messages`, every call with its arguments in :attr:`SlackFake.calls`.
+blocks, ts, metadata, the app that posted it) in :attr:`SlackFake.messages`, every call with its arguments in
+:attr:`SlackFake.calls`. The token `token` is this project's bot; :meth:`SlackFake.add_app` adds another app of the
+workspace with its own token. As Slack does, `auth.test` tells a bot token its `user_id` and `bot_id`, and a message
+an app posted shows its `user` (the bot user), `bot_id`, `app_id` and `bot_profile`.
 Fault injection: :meth:`SlackFake.fail_next` makes the next N calls (optionally of one method only) answer HTTP 429
 with `Retry-After`, HTTP 500, or Slack's own `{"ok": false, "error": ...}` (e.g. `missing_scope`).
 """
@@ -39,6 +42,18 @@ class Message:
     user: str | None = None  # the person a DM went to (when the channel is a DM)
     updated: bool = False
     metadata: dict[str, Any] | None = None  # Slack message metadata: {"event_type": ..., "event_payload": {...}}
+    app: App | None = None  # who posted it (None: this project's bot, the fake's `token`)
+
+
+@dataclass(frozen=True)
+class App:
+    """A Slack app installed in the workspace, as its bot token sees itself."""
+
+    token: str
+    name: str
+    bot_user: str  # the bot user's id (a message's `user`, auth.test's `user_id`)
+    bot_id: str  # B...
+    app_id: str  # A...
 
 
 @dataclass
@@ -63,6 +78,7 @@ class SlackFake:
     #: caller on a made-up clock set this to follow it.
     clock: Callable[[], float] = time.time
     _users: dict[str, dict[str, Any]] = field(default_factory=dict)  # user id -> user object
+    _apps: dict[str, App] = field(default_factory=dict)  # token -> another app (this project's is `bot`)
     _faults: list[_Fault] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _ids: Any = field(default_factory=lambda: itertools.count(1))
@@ -126,6 +142,20 @@ class SlackFake:
             }
         return user_id
 
+    @property
+    def bot(self) -> App:
+        """This project's app: the one `token` belongs to."""
+        return App(self.token, "elevation", BOT_USER, BOT_ID, APP_ID)
+
+    def add_app(self, name: str, token: str | None = None) -> App:
+        """Install another app in the workspace (another deployment's bot, another tool); post as it with its
+        token."""
+        with self._lock:
+            number = next(self._ids)
+            app = App(token or f"xoxb-{name}-{number}", name, f"U{number:08d}", f"B{number:08d}", f"A{number:08d}")
+            self._apps[app.token] = app
+        return app
+
     def add_channel(self, name: str) -> str:
         with self._lock:
             channel_id = f"C{next(self._ids):08d}"
@@ -180,20 +210,23 @@ class SlackFake:
         token = handler.headers.get("Authorization", "").removeprefix("Bearer ").strip() or arguments.get("token")
         if not token:
             return _reply(handler, {"ok": False, "error": "not_authed"})
-        if token != self.token:
+        caller = self.bot if token == self.token else self._apps.get(str(token))
+        if caller is None:
             return _reply(handler, {"ok": False, "error": "invalid_auth"})
         answer = getattr(self, f"_api_{method.replace('.', '_')}", None)
         if answer is None:
             return _reply(handler, {"ok": False, "error": "unknown_method", "req_method": method})
         with self._lock:
-            result = answer(arguments)
+            result = answer(arguments, caller)
         _reply(handler, result)
 
-    def _api_auth_test(self, args: dict[str, Any]) -> dict[str, Any]:
+    def _api_auth_test(self, args: dict[str, Any], caller: App) -> dict[str, Any]:
+        """Who the token is: a bot token gets its bot user (`user_id`) and its `bot_id`."""
         return {"ok": True, "url": "https://fake.slack.com/", "team": "Fake", "team_id": self.team,
-                "user": "elevation", "user_id": BOT_USER, "bot_id": BOT_ID}
+                "user": caller.name, "user_id": caller.bot_user, "bot_id": caller.bot_id,
+                "is_enterprise_install": False}
 
-    def _api_users_lookupByEmail(self, args: dict[str, Any]) -> dict[str, Any]:  # noqa: N802
+    def _api_users_lookupByEmail(self, args: dict[str, Any], caller: App) -> dict[str, Any]:  # noqa: N802
         email = str(args.get("email") or "")
         if not email:
             return {"ok": False, "error": "invalid_arguments"}
@@ -202,11 +235,11 @@ class SlackFake:
             return {"ok": False, "error": "users_not_found"}
         return {"ok": True, "user": self._users[user_id]}
 
-    def _api_users_info(self, args: dict[str, Any]) -> dict[str, Any]:
+    def _api_users_info(self, args: dict[str, Any], caller: App) -> dict[str, Any]:
         user = self._users.get(str(args.get("user") or ""))
         return {"ok": True, "user": user} if user else {"ok": False, "error": "user_not_found"}
 
-    def _api_conversations_open(self, args: dict[str, Any]) -> dict[str, Any]:
+    def _api_conversations_open(self, args: dict[str, Any], caller: App) -> dict[str, Any]:
         users = [u for u in str(args.get("users") or "").split(",") if u]
         if len(users) != 1 or users[0] not in self._users:
             return {"ok": False, "error": "user_not_found"}
@@ -225,7 +258,7 @@ class SlackFake:
             return self.channels[name], None
         return None
 
-    def _api_chat_postMessage(self, args: dict[str, Any]) -> dict[str, Any]:  # noqa: N802
+    def _api_chat_postMessage(self, args: dict[str, Any], caller: App) -> dict[str, Any]:  # noqa: N802
         target = self._resolve_channel(str(args.get("channel") or ""))
         if target is None:
             return {"ok": False, "error": "channel_not_found"}
@@ -241,22 +274,25 @@ class SlackFake:
         while any(m.ts == ts for m in self.messages):
             ts = f"{float(ts) + 0.000001:.6f}"
         channel, user = target
-        message = Message(channel, str(text or ""), blocks or None, ts, user, metadata=metadata or None)
+        message = Message(channel, str(text or ""), blocks or None, ts, user, metadata=metadata or None,
+                          app=None if caller.token == self.token else caller)
         self.messages.append(message)
         return {"ok": True, "channel": channel, "ts": ts, "message": self._wire(message, with_metadata=True)}
 
     def _wire(self, message: Message, *, with_metadata: bool) -> dict[str, Any]:
-        """A message as the Web API shows one the bot posted."""
-        shown: dict[str, Any] = {"type": "message", "user": BOT_USER, "bot_id": BOT_ID, "app_id": APP_ID,
-                                 "team": self.team, "text": message.text, "blocks": message.blocks or [],
-                                 "ts": message.ts}
+        """A message as the Web API shows one an app posted: its bot user, `bot_id`, `app_id` and `bot_profile`."""
+        app = message.app or self.bot
+        profile = {"id": app.bot_id, "app_id": app.app_id, "name": app.name, "deleted": False, "team_id": self.team}
+        shown: dict[str, Any] = {"type": "message", "user": app.bot_user, "bot_id": app.bot_id, "app_id": app.app_id,
+                                 "bot_profile": profile, "team": self.team, "text": message.text,
+                                 "blocks": message.blocks or [], "ts": message.ts}
         if message.updated:
-            shown["edited"] = {"user": BOT_USER, "ts": message.ts}
+            shown["edited"] = {"user": app.bot_user, "ts": message.ts}
         if with_metadata and message.metadata:
             shown["metadata"] = message.metadata
         return shown
 
-    def _api_conversations_history(self, args: dict[str, Any]) -> dict[str, Any]:
+    def _api_conversations_history(self, args: dict[str, Any], caller: App) -> dict[str, Any]:
         """A conversation's messages, newest first. Like Slack, only an id names a conversation (`#name` is
         `channel_not_found`); `oldest` / `latest` are exclusive unless `inclusive`; pages of `limit` (default 100,
         at most 999) with an opaque `next_cursor`; metadata only with `include_all_metadata`."""
@@ -302,19 +338,21 @@ class SlackFake:
             answer["response_metadata"] = {"next_cursor": cursor}
         return answer
 
-    def _api_chat_update(self, args: dict[str, Any]) -> dict[str, Any]:
+    def _api_chat_update(self, args: dict[str, Any], caller: App) -> dict[str, Any]:
         target = self._resolve_channel(str(args.get("channel") or ""))
         ts = str(args.get("ts") or "")
         if target is None:
             return {"ok": False, "error": "channel_not_found"}
         for index, message in enumerate(self.messages):
             if message.channel == target[0] and message.ts == ts:
+                if (message.app or self.bot).token != caller.token:  # only the app that posted it may edit it
+                    return {"ok": False, "error": "cant_update_message"}
                 blocks = _blocks(args.get("blocks"))
                 if blocks is False:
                     return {"ok": False, "error": "invalid_blocks"}
                 self.messages[index] = Message(message.channel, str(args.get("text") or message.text),
                                                blocks or message.blocks, ts, message.user, updated=True,
-                                               metadata=message.metadata)
+                                               metadata=message.metadata, app=message.app)
                 return {"ok": True, "channel": message.channel, "ts": ts, "text": args.get("text")}
         return {"ok": False, "error": "message_not_found"}
 
