@@ -35,12 +35,12 @@ def test_a_database_created_by_the_first_migration_upgrades_to_the_latest_keepin
     assert "elevation_heartbeat" not in sa.inspect(engine).get_table_names()
 
     upgrade(engine)
-    assert current_revision(engine) == "0008"
+    assert current_revision(engine) == "0009"
     assert "elevation_heartbeat" in sa.inspect(engine).get_table_names()
     with engine.connect() as conn:
         assert queue.get_request(conn, request_id)["justification"] == "障害調査"
     upgrade(engine)  # idempotent
-    assert current_revision(engine) == "0008"
+    assert current_revision(engine) == "0009"
 
 
 def test_the_migrated_schema_matches_what_the_code_reads_and_writes(empty_database):
@@ -134,7 +134,7 @@ def test_the_head_read_from_the_scripts_is_the_one_alembic_reads():
 
     from elevation.store.migrations import _config
 
-    assert head_revision() == ScriptDirectory.from_config(_config(None)).get_current_head() == "0008"
+    assert head_revision() == ScriptDirectory.from_config(_config(None)).get_current_head() == "0009"
 
 
 def test_a_database_behind_is_migrated_to_the_head_with_one_line_saying_from_where_to_where(empty_database, caplog):
@@ -142,9 +142,9 @@ def test_a_database_behind_is_migrated_to_the_head_with_one_line_saying_from_whe
     upgrade(engine, "0001")
     with caplog.at_level(logging.INFO):
         upgrade(engine)
-    assert current_revision(engine) == head_revision() == "0008"
+    assert current_revision(engine) == head_revision() == "0009"
     assert [record.getMessage() for record in caplog.records if record.levelno >= logging.INFO] == [
-        "elevation schema upgraded from 0001 to 0008"
+        "elevation schema upgraded from 0001 to 0009"
     ]
 
 
@@ -166,7 +166,7 @@ def test_processes_upgrading_one_postgresql_database_at_once_migrate_it_once(pos
     errors = [process.communicate(timeout=120)[1] for process in processes]
     assert [process.returncode for process in processes] == [0, 0, 0, 0], errors
     engine = create_engine_for_url(postgres_url)
-    assert current_revision(engine) == "0008"
+    assert current_revision(engine) == "0009"
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM elevation_schema_version")).scalar() == 1
-    assert sum("upgraded from an empty database to 0008" in error for error in errors) == 1
+    assert sum("upgraded from an empty database to 0009" in error for error in errors) == 1

@@ -189,3 +189,13 @@ notify_cursors = sa.Table(
     sa.Column("position", sa.Integer, nullable=False),
     sa.Column("updated_at", UtcDateTime, nullable=False),
 )
+
+#: 0009: facts about this installation, made once (`install_id`: a random id Slack messages carry in their metadata,
+#: so a look-up never takes another deployment's message with the same dedup key for ours).
+installation = sa.Table(
+    "elevation_installation",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+)
