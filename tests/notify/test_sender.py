@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from elevation.config import ElevationConfig
 from elevation.notify import sender as sender_module
+from elevation.notify.install import install_id
 from elevation.notify.sender import run_sender
 from elevation.notify.settings import NotifySettings
 from elevation.runtime import Runtime
@@ -61,6 +62,7 @@ def test_dms_by_email_and_channel_messages_are_sent_once_with_slack_ts_recorded(
     assert [m.text for m in slack.messages_to("#security")] == ["to security"]
     assert run_sender(runtime_at(engine, NOW + timedelta(minutes=1))).sent == []  # nothing twice
     assert len(slack.messages) == 2
+    assert not [method for method, _ in slack.calls if method in ("auth.test", "conversations.history")]
 
 
 def test_a_rate_limit_reschedules_at_retry_after_then_sends_once(engine, slack):
@@ -187,7 +189,9 @@ def test_a_retried_task_resumes_its_own_claims_and_sends_each_message_exactly_on
     assert {row["state"] for row in rows.values()} == {"sent"}
     [posted] = [m for m in slack.messages if m.text == "message 2"]
     assert (rows["m2"]["slack_channel"], rows["m2"]["slack_ts"]) == (posted.channel, posted.ts)
-    assert posted.metadata == {"event_type": "elevation_outbox", "event_payload": {"key": "m2"}}
+    assert posted.metadata == {"event_type": "elevation_outbox",
+                               "event_payload": {"key": "m2", "install": install_id(engine)}}
+    assert [method for method, _ in slack.calls].count("auth.test") == 1  # who our bot is, for the one look-up
     [looked] = [args for method, args in slack.calls if method == "conversations.history"]
     assert looked["channel"] == slack.channels["security"] and looked["include_all_metadata"] in ("1", "true", True)
     assert float(looked["oldest"]) == (NOW - sender_module.HISTORY_MARGIN).timestamp()
@@ -227,21 +231,22 @@ def test_an_attempt_that_never_reached_slack_is_looked_for_then_posted_once(engi
     assert {row["sending_at"] for row in state(engine).values()} == {NOW}  # the first attempt's, kept
 
 
+@pytest.mark.parametrize("refusal", ["missing_scope", "not_in_channel", "channel_not_found"])
 def test_when_slack_cannot_be_searched_the_message_is_posted_again_rather_than_lost(engine, slack, monkeypatch,
-                                                                                       caplog):
-    """A duplicate is better than a lost security alert: without the history scopes the sender cannot tell, so it
-    posts again and says so."""
+                                                                                       caplog, refusal):
+    """A duplicate is better than a lost security alert: without the history scopes (or refused the conversation)
+    the sender cannot tell, so it posts again and says so."""
     slack.clock = lambda: NOW.timestamp()
     put(engine, entry("a", "alice@example.com", "revoke overdue", kind="revoke_overdue"), at=NOW)
     restore = _crash_recording_the_nth_send(monkeypatch, 1)
     with pytest.raises(RuntimeError):
         run_sender(runtime_at(engine, NOW, worker="w1"))
     restore()
-    slack.fail_next(1, method="conversations.history", error="missing_scope")
+    slack.fail_next(1, method="conversations.history", error=refusal)
     with caplog.at_level("WARNING"):
         assert len(run_sender(runtime_at(engine, NOW + timedelta(seconds=5), worker="w1")).sent) == 1
     assert [m.text for m in slack.messages_to("alice@example.com")] == ["revoke overdue", "revoke overdue"]
-    assert "missing_scope" in caplog.text and "a duplicate is better than a lost message" in caplog.text
+    assert refusal in caplog.text and "a duplicate is better than a lost message" in caplog.text
 
 
 def test_a_rate_limited_look_up_waits_instead_of_posting(engine, slack, monkeypatch):
@@ -365,3 +370,101 @@ def test_a_run_slower_than_its_lease_never_sends_what_another_sender_took_over(e
     texts = sorted(m.text for m in slack.messages)
     assert texts == [f"message {i}" for i in range(5)]  # each exactly once
     assert {row["state"] for row in state(engine).values()} == {"sent"}
+
+
+# --- what the look-up may take for ours, and what it does when Slack cannot answer it ------------------------
+
+
+def _not_taken_first(engine, slack, *entries, worker="sender-1"):
+    """A first attempt that Slack did not take (HTTP 500): the rows are marked `sending_at`, nothing was posted."""
+    slack.clock = lambda: NOW.timestamp()
+    put(engine, *entries, at=NOW)
+    slack.fail_next(len(entries), status=500, method="chat.postMessage")
+    assert len(run_sender(runtime_at(engine, NOW, worker=worker)).retrying) == len(entries)
+    assert {row["sending_at"] for row in state(engine).values()} == {NOW}
+
+
+def test_another_deployments_message_with_the_same_key_is_not_taken_for_ours(engine, slack, tmp_path):
+    """Keys repeat across deployments (`digest:<night>`, `transition:<event id>:...`): a staging posting its digest
+    to the channel production's first attempt went to must not make production record staging's message as its own
+    (and never post its digest). Each installation's messages carry its own random id."""
+    security = slack.channels["security"]
+    staging = create_engine_for_url(f"sqlite:///{tmp_path}/staging.db")
+    upgrade(staging)
+    _not_taken_first(engine, slack, entry("digest:2026-11-28", security, "production digest: 3 critical findings"))
+    put(staging, entry("digest:2026-11-28", security, "staging digest: nothing"), at=NOW)
+    assert len(run_sender(runtime_at(staging, NOW + timedelta(seconds=10))).sent) == 1
+    assert len(run_sender(runtime_at(engine, NOW + timedelta(seconds=31))).sent) == 1
+    posted = {m.text: m for m in slack.messages_to("#security")}
+    assert sorted(posted) == ["production digest: 3 critical findings", "staging digest: nothing"]
+    row = state(engine)["digest:2026-11-28"]
+    assert row["slack_ts"] == posted["production digest: 3 critical findings"].ts
+    ours, theirs = (posted[text].metadata["event_payload"]["install"] for text in sorted(posted))
+    assert ours and theirs and ours != theirs
+
+
+def test_a_message_another_app_posted_with_our_key_and_install_id_is_not_ours(engine, slack):
+    """Metadata anyone can write (another app, or a copy of this database restored into a staging with its own Slack
+    app): only a message our own bot posted (its `bot_id`, from `auth.test`) is taken for ours."""
+    from slack_sdk import WebClient
+
+    security = slack.channels["security"]
+    _not_taken_first(engine, slack, entry("a", security, "ours"))
+    impostor = WebClient(token=slack.add_app("another-app").token, base_url=slack.base_url)
+    impostor.chat_postMessage(channel=security, text="not ours", metadata={
+        "event_type": "elevation_outbox", "event_payload": {"key": "a", "install": install_id(engine)}})
+    assert len(run_sender(runtime_at(engine, NOW + timedelta(seconds=31))).sent) == 1
+    [mine] = [m for m in slack.messages_to("#security") if m.text == "ours"]
+    assert mine.app is None and state(engine)["a"]["slack_ts"] == mine.ts
+    assert [method for method, _ in slack.calls].count("auth.test") == 1
+
+
+def test_our_bot_is_asked_who_it_is_once_per_run_and_only_when_a_look_up_is_needed(engine, slack):
+    security = slack.channels["security"]
+    _not_taken_first(engine, slack, entry("a", security, "first"), entry("b", security, "second"))
+    put(engine, entry("c", security, "third"), at=NOW)
+    assert not [method for method, _ in slack.calls if method == "auth.test"]  # nothing was looked for yet
+    assert len(run_sender(runtime_at(engine, NOW + timedelta(seconds=31))).sent) == 3
+    assert [method for method, _ in slack.calls].count("auth.test") == 1  # two look-ups, one auth.test
+    assert [method for method, _ in slack.calls].count("conversations.history") == 2
+
+
+@pytest.mark.parametrize(("method", "fault"), [
+    ("conversations.history", {"status": 500}),
+    ("conversations.history", {"error": "internal_error"}),
+    ("conversations.history", {"status": 503}),
+    ("auth.test", {"status": 500}),
+    ("conversations.open", {"error": "service_unavailable"}),
+])
+def test_a_look_up_slack_cannot_answer_now_is_retried_later_instead_of_posting_again(engine, slack, monkeypatch,
+                                                                                       method, fault):
+    """A 5xx, a network error or Slack's `internal_error` says nothing about the earlier attempt: the row waits
+    (with backoff, like any transient error) and is looked for again, instead of being posted a second time."""
+    slack.clock = lambda: NOW.timestamp()
+    put(engine, entry("a", "alice@example.com", "revoke overdue", kind="revoke_overdue"), at=NOW)
+    restore = _crash_recording_the_nth_send(monkeypatch, 1)
+    with pytest.raises(RuntimeError):
+        run_sender(runtime_at(engine, NOW, worker="w1"))
+    restore()
+    slack.fail_next(1, method=method, **fault)
+    retry = run_sender(runtime_at(engine, NOW + timedelta(seconds=5), worker="w1"))
+    row = state(engine)["a"]
+    assert retry.retrying == [row["id"]] and retry.sent == []
+    assert (row["state"], row["attempts"], row["next_attempt_at"]) == ("pending", 1, NOW + timedelta(seconds=35))
+    assert "cannot look for an earlier attempt yet" in row["last_error"]
+    assert len(slack.messages_to("alice@example.com")) == 1  # not posted again
+    assert len(run_sender(runtime_at(engine, NOW + timedelta(seconds=36), worker="w1")).sent) == 1
+    [dm] = slack.messages_to("alice@example.com")
+    assert (state(engine)["a"]["state"], state(engine)["a"]["slack_ts"]) == ("sent", dm.ts)
+
+
+def test_a_look_up_that_keeps_failing_is_posted_again_at_the_last_attempt_rather_than_lost(engine, slack, caplog):
+    """Retrying the look-up must not turn into a lost alert: at the last attempt the message is posted again."""
+    _not_taken_first(engine, slack, entry("a", slack.channels["security"], "revoke overdue", kind="revoke_overdue"))
+    slack.fail_next(5, status=500, method="conversations.history")
+    run_sender(runtime_at(engine, NOW + timedelta(seconds=31), max_attempts=3))
+    assert state(engine)["a"]["attempts"] == 2 and slack.messages == []
+    with caplog.at_level("WARNING"):
+        assert len(run_sender(runtime_at(engine, NOW + timedelta(minutes=5), max_attempts=3)).sent) == 1
+    assert [m.text for m in slack.messages] == ["revoke overdue"]
+    assert "a duplicate is better than a lost message" in caplog.text

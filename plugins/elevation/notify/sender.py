@@ -15,15 +15,20 @@ The sender never raises for Slack problems: an outage leaves rows pending. Each 
 failed in the last day, or `error` when Slack could not even be configured).
 
 **Exactly once, even across a crash.** Before `chat.postMessage` the row gets `sending_at` (its first attempt, in
-its own transaction), and every message carries Slack message metadata naming its `dedup_key`
-(`{"event_type": "elevation_outbox", "event_payload": {"key": ...}}`). A row found pending with `sending_at` set
-may or may not have reached Slack (the worker died between Slack's answer and recording it, the answer was lost,
-a 5xx came after the post), so before posting again the sender reads the conversation from shortly before
-`sending_at` (`conversations.history` with `include_all_metadata`; a DM's conversation is the bot's IM with the
-person, from `conversations.open`) and records the message it finds instead of posting a second one. When that
-look-up is impossible (a scope missing, Slack refusing, a `#name` channel nobody has posted to yet, so its id is
-unknown), the message is posted again: **a duplicate is better than a lost alert** (a revoke overdue or an audit
-with findings must arrive); a warning says so. Only a 429 on the look-up waits (nothing is lost by waiting).
+its own transaction), and every message carries
+Slack message metadata naming its `dedup_key` and this installation's random id (`install.install_id`:
+`{"event_type": "elevation_outbox", "event_payload": {"key": ..., "install": ...}}`), because keys repeat across
+deployments. A row found pending with `sending_at` set may or may not have reached Slack (the worker died between
+Slack's answer and recording it, the answer was lost, a 5xx came after the post), so before posting again the
+sender reads the conversation from shortly before `sending_at` (`conversations.history` with
+`include_all_metadata`; a DM's conversation is the bot's IM with the person, from `conversations.open`) and records
+the message it finds instead of posting a second one. Only a message with both the key and the install id, posted
+by our own bot (its `bot_id`, or `app_id`, as `auth.test` names them: asked once per run, when a look-up is
+needed), is ours. When Slack cannot answer the look-up now (429, 5xx, a network error, `internal_error`...), the
+row waits like any transient error and is looked for again; at its last attempt it is posted again instead. When
+the look-up is refused (a scope missing, `not_in_channel`, `channel_not_found`, a `#name` channel nobody has posted
+to yet, so its id is unknown, a token that is not a bot's), the message is posted again: **a duplicate is better
+than a lost alert** (a revoke overdue or an audit with findings must arrive); a warning says so.
 
 **Approval messages follow the decision.** A `request_pending` message is not posted when its request is no longer
 pending (it is `skipped`, nothing to ask). A `request_pending_closed` row (the producer makes one per approval
@@ -44,6 +49,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from elevation.notify import messages as m
+from elevation.notify.install import install_id
 from elevation.notify.settings import NotifySettings
 from elevation.runtime import Runtime
 from elevation.store import outbox, queue
@@ -109,9 +115,27 @@ class _Wait(Exception):
         self.seconds = seconds
 
 
-def message_metadata(dedup_key: str) -> dict[str, Any]:
-    """What every posted message carries, so a later attempt can find it in the conversation."""
-    return {"event_type": METADATA_EVENT_TYPE, "event_payload": {"key": dedup_key}}
+@dataclass(frozen=True)
+class _Bot:
+    """Who our token posts as (`auth.test`): a message in a conversation is ours only if it shows these."""
+
+    bot_id: str | None
+    app_id: str | None
+
+
+@dataclass
+class _Run:
+    """What one sender run learns once and uses for every message."""
+
+    install: str  # this installation's id, carried in every message's metadata
+    users: dict[str, str | None] = field(default_factory=dict)  # email -> Slack user id (None: not in Slack)
+    bot: _Bot | None = None  # asked at the first look-up, not before (most runs look nothing up)
+
+
+def message_metadata(dedup_key: str, install: str) -> dict[str, Any]:
+    """What every posted message carries, so a later attempt can find it in the conversation and tell it from
+    another deployment's message with the same key."""
+    return {"event_type": METADATA_EVENT_TYPE, "event_payload": {"key": dedup_key, "install": install}}
 
 
 def slack_client(settings: NotifySettings) -> Any:
@@ -136,10 +160,10 @@ def run_sender(
             log.error("%s", summary.error)
             _release_all(runtime, claimed, now, summary.error)
             claimed = []
-        users: dict[str, str | None] = {}
+        run = _Run(install=install_id(runtime.engine, now=now))
         for index, row in enumerate(claimed):
             try:
-                _deliver(runtime, client, row, users, summary)
+                _deliver(runtime, client, row, run, summary)
             except _RateLimited as limited:
                 until = runtime.now() + timedelta(seconds=limited.seconds)
                 summary.rate_limited_until = until.isoformat()
@@ -150,8 +174,7 @@ def run_sender(
     return summary
 
 
-def _deliver(runtime: Runtime, client: Any, row: queue.Row, users: dict[str, str | None],
-             summary: SendSummary) -> None:
+def _deliver(runtime: Runtime, client: Any, row: queue.Row, run: _Run, summary: SendSummary) -> None:
     settings = runtime.config.notifications
     attempts = int(row["attempts"]) + 1
     body = outbox.payload(row)
@@ -165,7 +188,7 @@ def _deliver(runtime: Runtime, client: Any, row: queue.Row, users: dict[str, str
         if row["kind"] == m.REQUEST_PENDING_CLOSED:
             channel, ts = _update(runtime, client, row, body)
         else:
-            channel, ts = _post(runtime, client, row, body, users)
+            channel, ts = _post(runtime, client, row, body, run, attempts)
     except _Moot as moot:
         with runtime.engine.begin() as conn:
             outbox.mark_skipped(conn, row["id"], runtime.worker, attempts=int(row["attempts"]), reason=str(moot))
@@ -198,15 +221,16 @@ def _deliver(runtime: Runtime, client: Any, row: queue.Row, users: dict[str, str
     summary.sent.append(row["id"])
 
 
-def _post(runtime: Runtime, client: Any, row: queue.Row, body: dict[str, Any],
-          users: dict[str, str | None]) -> tuple[str, str]:
+def _post(runtime: Runtime, client: Any, row: queue.Row, body: dict[str, Any], run: _Run,
+          attempt: int) -> tuple[str, str]:
     """Post the row's message once: (channel id, ts), of the new message or of the one an earlier attempt posted.
 
     Never `link_names` nor `parse="full"`: with them Slack would turn a bare `@channel` in someone's text into a
     mention (the builders make it inert anyway)."""
-    channel = _destination(client, row["recipient"], users)
+    channel = _destination(client, row["recipient"], run.users)
     if row["sending_at"] is not None:
-        found = _posted_before(runtime, client, row, channel)
+        last = attempt >= runtime.config.notifications.max_attempts
+        found = _posted_before(runtime, client, row, channel, run, last_attempt=last)
         if found is not None:
             log.info("message %s (%s) was already in Slack (%s %s): recorded, not posted again", row["id"],
                      row["kind"], *found)
@@ -223,26 +247,28 @@ def _post(runtime: Runtime, client: Any, row: queue.Row, body: dict[str, Any],
             outbox_table.c.sending_at.is_(None)).values(sending_at=runtime.now()))
     answer = _call(lambda: client.chat_postMessage(channel=channel, text=body.get("text") or "",
                                                    blocks=body.get("blocks") or None,
-                                                   metadata=message_metadata(row["dedup_key"])))
+                                                   metadata=message_metadata(row["dedup_key"], run.install)))
     return str(answer.get("channel")), str(answer.get("ts"))
 
 
-def _posted_before(runtime: Runtime, client: Any, row: queue.Row, destination: str) -> tuple[str, str] | None:
-    """The message an earlier attempt posted, found by its metadata in the conversation; None when it is not
-    there, or when it cannot be looked for (then the caller posts: a duplicate is better than a lost alert)."""
+def _posted_before(runtime: Runtime, client: Any, row: queue.Row, destination: str, run: _Run, *,
+                   last_attempt: bool) -> tuple[str, str] | None:
+    """The message an earlier attempt posted, found by its metadata (our key and install id) from our own bot in
+    the conversation; None when it is not there, or when the look-up is refused (then the caller posts: a duplicate
+    is better than a lost alert). When Slack cannot answer now, `_Retry` (the row waits and looks again), or None
+    at the last attempt (posted again rather than given up)."""
     try:
         conversation = _conversation(runtime, client, row["recipient"], destination)
         if conversation is None:
             raise _Refused(f"the id of channel {row['recipient']} is not known yet (give channels by id)")
+        bot = _our_bot(client, run)
         oldest = f"{(row['sending_at'] - HISTORY_MARGIN).timestamp():.6f}"
         cursor: str | None = None
         for _ in range(HISTORY_PAGES):
             page = _call(lambda after=cursor: client.conversations_history(
                 channel=conversation, oldest=oldest, limit=HISTORY_PAGE, include_all_metadata=True, cursor=after))
             for message in page.get("messages") or ():
-                metadata = message.get("metadata") or {}
-                if (metadata.get("event_type") == METADATA_EVENT_TYPE
-                        and (metadata.get("event_payload") or {}).get("key") == row["dedup_key"]):
+                if _is_ours(message, row["dedup_key"], run.install, bot):
                     return conversation, str(message["ts"])
             cursor = (page.get("response_metadata") or {}).get("next_cursor")
             if not page.get("has_more") or not cursor:
@@ -250,11 +276,43 @@ def _posted_before(runtime: Runtime, client: Any, row: queue.Row, destination: s
         raise _Refused(f"more than {HISTORY_PAGES * HISTORY_PAGE} messages since the first attempt")
     except _RateLimited:
         raise  # waiting loses nothing
-    except (_Retry, _Refused, _NotFound, KeyError, TypeError, ValueError) as problem:  # an odd answer too
+    except _Retry as problem:  # Slack could not answer now: that says nothing about the earlier attempt
+        if not last_attempt:
+            raise _Retry(f"cannot look for an earlier attempt yet: {problem}") from problem
+        log.warning("message %s (%s) to %s: an earlier attempt may have reached Slack, but it still cannot be looked "
+                    "for at the last attempt (%s); posting it again: a duplicate is better than a lost message",
+                    row["id"], row["kind"], row["recipient"], problem)
+        return None
+    except (_Refused, _NotFound, KeyError, TypeError, ValueError) as problem:  # an odd answer too
         log.warning("message %s (%s) to %s: an earlier attempt may have reached Slack, but it cannot be looked for "
                     "(%s); posting it again: a duplicate is better than a lost message", row["id"], row["kind"],
                     row["recipient"], problem)
         return None
+
+
+def _our_bot(client: Any, run: _Run) -> _Bot:
+    """Who our token posts as, asked once per run (`auth.test`). A token that names no bot nor app (a user token)
+    cannot tell its messages from another app's: refused, so the message is posted again."""
+    if run.bot is None:
+        answer = _call(client.auth_test)
+        bot = _Bot(bot_id=answer.get("bot_id") or None, app_id=answer.get("app_id") or None)
+        if bot.bot_id is None and bot.app_id is None:
+            raise _Refused("auth.test names no bot_id nor app_id for this token: our messages cannot be told apart")
+        run.bot = bot
+    return run.bot
+
+
+def _is_ours(message: dict[str, Any], dedup_key: str, install: str, bot: _Bot) -> bool:
+    """A message an earlier attempt of this row posted: our key and installation in its metadata, and posted by our
+    own bot (metadata alone anyone can write; keys repeat across deployments)."""
+    metadata = message.get("metadata") or {}
+    payload = metadata.get("event_payload") or {}
+    if metadata.get("event_type") != METADATA_EVENT_TYPE or payload.get("key") != dedup_key:
+        return False
+    if payload.get("install") != install:
+        return False
+    return bool((bot.bot_id and message.get("bot_id") == bot.bot_id)
+                or (bot.app_id and message.get("app_id") == bot.app_id))
 
 
 def _conversation(runtime: Runtime, client: Any, recipient: str, destination: str) -> str | None:
