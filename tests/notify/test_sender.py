@@ -429,6 +429,50 @@ def test_our_bot_is_asked_who_it_is_once_per_run_and_only_when_a_look_up_is_need
     assert [method for method, _ in slack.calls].count("conversations.history") == 2
 
 
+def test_a_sender_whose_lease_ran_out_mid_message_does_not_post_what_another_sender_took_over(engine, slack, caplog):
+    """Sender A is slow before it posts (a slow lookup, longer than its lease); B takes the row over and delivers
+    it. A must not post it too: the claim is renewed, and checked, just before the post."""
+    put(engine, entry("a", "alice@example.com", "to alice"), at=NOW)
+
+    def slow_client(settings):
+        client = sender_module.slack_client(settings)
+        lookup = client.users_lookupByEmail
+
+        def slow_lookup(**kwargs):
+            taken_over = run_sender(runtime_at(engine, NOW + timedelta(minutes=6), worker="sender-B"))
+            assert len(taken_over.sent) == 1
+            return lookup(**kwargs)
+
+        client.users_lookupByEmail = slow_lookup
+        return client
+
+    with caplog.at_level("INFO"):
+        summary = run_sender(runtime_at(engine, NOW, worker="sender-A"), client_factory=slow_client)
+    assert summary.sent == [] and summary.failed == []
+    assert [m.text for m in slack.messages_to("alice@example.com")] == ["to alice"]
+    row = state(engine)["a"]
+    assert row["state"] == "sent" and row["slack_ts"] == slack.messages[0].ts
+    assert "another sender took it over" in caplog.text
+
+
+def test_the_claim_is_renewed_and_the_first_attempt_kept_just_before_the_post(engine, slack):
+    _not_taken_first(engine, slack, entry("a", "#security", "to security"))
+    later = NOW + timedelta(seconds=31)
+    seen = {}
+    real = outbox.mark_sent
+
+    def look(conn, row_id, worker, **kwargs):
+        seen.update(conn.execute(sa.select(outbox_table).where(outbox_table.c.id == row_id)).mappings().one())
+        return real(conn, row_id, worker, **kwargs)
+
+    sender_module.outbox.mark_sent = look
+    try:
+        assert len(run_sender(runtime_at(engine, later)).sent) == 1
+    finally:
+        sender_module.outbox.mark_sent = real
+    assert seen["sending_at"] == NOW and seen["claimed_until"] == later + sender_module.LEASE
+
+
 @pytest.mark.parametrize(("method", "fault"), [
     ("conversations.history", {"status": 500}),
     ("conversations.history", {"error": "internal_error"}),

@@ -14,8 +14,9 @@ The sender never raises for Slack problems: an outage leaves rows pending. Each 
 `elevation_notify` (outcome `ok`, or `stuck` with the ids of messages pending longer than `stuck_after` or
 failed in the last day, or `error` when Slack could not even be configured).
 
-**Exactly once, even across a crash.** Before `chat.postMessage` the row gets `sending_at` (its first attempt, in
-its own transaction), and every message carries
+**Exactly once, even across a crash.** Just before `chat.postMessage` one UPDATE renews this sender's claim and
+sets `sending_at` (its first attempt; kept on later ones), in its own transaction; when it matches nothing (this
+run outlived its lease and another sender took the row over) the message is not posted. Every message carries
 Slack message metadata naming its `dedup_key` and this installation's random id (`install.install_id`:
 `{"event_type": "elevation_outbox", "event_payload": {"key": ..., "install": ...}}`), because keys repeat across
 deployments. A row found pending with `sending_at` set may or may not have reached Slack (the worker died between
@@ -115,6 +116,11 @@ class _Wait(Exception):
         self.seconds = seconds
 
 
+class _TakenOver(Exception):
+    """This sender no longer holds the row (its lease ran out and another sender took it, or finished it): it must
+    not post it."""
+
+
 @dataclass(frozen=True)
 class _Bot:
     """Who our token posts as (`auth.test`): a message in a conversation is ours only if it shows these."""
@@ -189,6 +195,10 @@ def _deliver(runtime: Runtime, client: Any, row: queue.Row, run: _Run, summary: 
             channel, ts = _update(runtime, client, row, body)
         else:
             channel, ts = _post(runtime, client, row, body, run, attempts)
+    except _TakenOver:
+        log.warning("message %s (%s) not sent by %s: another sender took it over (this run outlived its lease)",
+                    row["id"], row["kind"], runtime.worker)
+        return
     except _Moot as moot:
         with runtime.engine.begin() as conn:
             outbox.mark_skipped(conn, row["id"], runtime.worker, attempts=int(row["attempts"]), reason=str(moot))
@@ -241,14 +251,29 @@ def _post(runtime: Runtime, client: Any, row: queue.Row, body: dict[str, Any], r
         if request is not None and request["status"] != "pending":
             raise _Moot(f"request {row['request_id']} is {request['status']} already: its approvers need not be "
                         "asked")
-    with runtime.engine.begin() as conn:  # committed before the post: a later attempt looks before posting again
-        conn.execute(sa.update(outbox_table).where(
-            outbox_table.c.id == row["id"], outbox_table.c.claimed_by == runtime.worker,
-            outbox_table.c.sending_at.is_(None)).values(sending_at=runtime.now()))
+    _take_for_post(runtime, row)
     answer = _call(lambda: client.chat_postMessage(channel=channel, text=body.get("text") or "",
                                                    blocks=body.get("blocks") or None,
                                                    metadata=message_metadata(row["dedup_key"], run.install)))
     return str(answer.get("channel")), str(answer.get("ts"))
+
+
+def _take_for_post(runtime: Runtime, row: queue.Row) -> None:
+    """Renew this sender's claim and mark the attempt (`sending_at`, the first one kept), committed before the post
+    so a later attempt looks before posting again. Raises `_TakenOver` when the row is no longer this sender's:
+    the look-ups before the post may have outlasted the lease, and another sender may have the row (or sent it)."""
+    now = runtime.now()
+    with runtime.engine.begin() as conn:
+        taken = conn.execute(
+            sa.update(outbox_table)
+            .where(outbox_table.c.id == row["id"], outbox_table.c.state == outbox.PENDING,
+                   outbox_table.c.claimed_by == runtime.worker)
+            .values(claimed_until=now + LEASE,
+                    sending_at=sa.func.coalesce(outbox_table.c.sending_at,
+                                                sa.literal(now, outbox_table.c.sending_at.type)))
+        ).rowcount
+    if taken != 1:
+        raise _TakenOver()
 
 
 def _posted_before(runtime: Runtime, client: Any, row: queue.Row, destination: str, run: _Run, *,
