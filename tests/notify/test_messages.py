@@ -12,10 +12,13 @@ from elevation.config import ElevationConfig
 from elevation.notify import messages as m
 from elevation.notify.settings import NotifySettings
 
-HOSTILE = ("<!channel> <!here> <@U0123ABCD> <https://evil.example|click me> & <#C999|general> *deploy* "
-           "@channel @here @everyone @Channel! (@here)")
-#: A broadcast word Slack would link with `link_names` or `parse=full` (or any parser of its own).
-BARE_BROADCAST = re.compile(r"@(channel|here|everyone|group)\b", re.IGNORECASE)
+#: What the assertions look for comes first: the ticket is cut at 200 characters.
+HOSTILE = ("<!channel> <@U0123ABCD> & @channel @here @everyone _@channel_ x.@here -@everyone +@here *@channel* "
+           "alice@example.com ops@here.example <!here> <https://evil.example|click me> <#C999|general> *deploy* "
+           "@Channel! (@here)")
+#: A broadcast word Slack would link with `link_names` or `parse=full` (or any parser of its own): `@` not after a
+#: letter or digit (`_@channel_` is italic @channel), the word not followed by one (`@hereford` is not a broadcast).
+BARE_BROADCAST = re.compile(r"(?<![A-Za-z0-9])@(channel|here|everyone|group)(?![A-Za-z0-9])", re.IGNORECASE)
 START = datetime(2026, 11, 29, 10, 0, tzinfo=UTC)
 
 
@@ -38,7 +41,12 @@ def assert_inert(message: m.Message) -> None:
         assert sequence.startswith("<https://reports.example/"), (sequence, text)
     assert "&lt;!channel&gt;" in text and "&lt;@U0123ABCD&gt;" in text and "&amp;" in text
     assert not BARE_BROADCAST.search(text), text
-    assert f"@{m.WORD_JOINER}channel @{m.WORD_JOINER}here @{m.WORD_JOINER}everyone" in text  # still reads the same
+    joined = m.WORD_JOINER
+    assert f"@{joined}channel @{joined}here @{joined}everyone" in text  # still reads the same
+    for inert in (f"_@{joined}channel_", f"x.@{joined}here", f"-@{joined}everyone", f"+@{joined}here",
+                  f"*@{joined}channel*"):
+        assert inert in text, (inert, text)
+    assert "alice@example.com" in text and "ops@here.example" in text  # addresses stay as they are, copyable
 
 
 def _texts(value):
@@ -113,6 +121,8 @@ def test_the_sender_never_asks_slack_to_link_names_so_bare_broadcasts_stay_text(
     for args in posts:
         assert "link_names" not in args and args.get("parse") in (None, "none"), args
         assert not BARE_BROADCAST.search(json.dumps(args, ensure_ascii=False)), args
+        blocks = args["blocks"] if isinstance(args["blocks"], list) else json.loads(args["blocks"])
+        assert all(text.get("verbatim") is True for text in _mrkdwn_objects(blocks))
     assert all(not BARE_BROADCAST.search(message.text) for message in slack.messages)
 
 
@@ -120,8 +130,61 @@ def test_a_bare_broadcast_is_made_inert_but_an_email_address_is_left_alone():
     assert m.escape("ping @here, @Everyone and (@channel)") == (
         f"ping @{m.WORD_JOINER}here, @{m.WORD_JOINER}Everyone and (@{m.WORD_JOINER}channel)")
     assert m.escape("ops@here.example & @hereford") == "ops@here.example &amp; @hereford"
+    joined = m.WORD_JOINER
+    assert m.escape("_@channel_ x.@here -@everyone +@here ~@group~ @here_") == (
+        f"_@{joined}channel_ x.@{joined}here -@{joined}everyone +@{joined}here ~@{joined}group~ @{joined}here_")
+    for address in ("alice@example.com", "ops@here.example", "team@channel.example", "first.last@everyone.example"):
+        assert m.escape(address) == address
     cut = m.escape("@channel " * 50, limit=40)
     assert len(cut) <= 40 and cut.endswith("…") and not BARE_BROADCAST.search(cut)
+
+
+def _mrkdwn_objects(value):
+    if isinstance(value, dict):
+        if value.get("type") == "mrkdwn":
+            yield value
+        for item in value.values():
+            yield from _mrkdwn_objects(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _mrkdwn_objects(item)
+
+
+def _one_of_each_kind(hostile: m.RequestView) -> list[m.Message]:
+    link = "https://reports.example/sessions/42.html"
+    built = [
+        m.request_pending(hostile),
+        *(m.request_decided(kind, hostile, by=HOSTILE, reason=HOSTILE) for kind in (
+            m.REQUEST_APPROVED, m.REQUEST_REJECTED, m.REQUEST_EXPIRED, m.REQUEST_CANCELLED)),
+        m.request_pending_closed(m.REQUEST_APPROVED, hostile, by=HOSTILE, reason=HOSTILE),
+        m.session_active(hostile),
+        m.session_ending_soon(hostile, timedelta(minutes=10)),
+        m.session_over(hostile, revoked=False, by=None, reason=HOSTILE),
+        m.session_over(hostile, revoked=True, by=HOSTILE, reason=HOSTILE),
+        *(m.trouble(kind, hostile, reason=HOSTILE, for_admins=admins)
+          for kind in (m.GRANT_FAILED, m.REVOKE_FAILED, m.REVOKE_OVERDUE) for admins in (False, True)),
+        m.approvers_missing(hostile, HOSTILE),
+        m.audit_result(hostile, m.AuditView({}, link=link), to_requester=False),
+        m.audit_result(hostile, m.AuditView({"high": 1}, [m.FindingItem("high", HOSTILE, HOSTILE)], link=link),
+                       to_requester=False),
+        m.nightly_digest("2026-11-28", [m.DigestSession(42, HOSTILE, HOSTILE, "high", {"high": 1}, link)],
+                         m.DigestDrift(1, {HOSTILE: 1}, link), [m.DigestFinding("high", HOSTILE, 42, HOSTILE, 2)]),
+    ]
+    assert {message.kind for message in built} == set(m.KINDS)
+    return built
+
+
+def test_every_mrkdwn_text_of_every_kind_is_verbatim_and_our_own_links_are_still_links():
+    """With `verbatim` false (Slack's default) a mrkdwn text object auto-links URLs and channel names and parses
+    some mentions; verbatim, Slack still reads the control sequences we write ourselves (`<url|label>`)."""
+    for message in _one_of_each_kind(view(justification=HOSTILE, requester=HOSTILE)):
+        texts = list(_mrkdwn_objects(message.blocks))
+        assert texts, message.kind
+        assert all(text.get("verbatim") is True for text in texts), (message.kind, texts)
+        if message.kind not in (m.SESSION_ACTIVE, m.SESSION_ENDING_SOON):  # the only kinds without free text
+            assert_inert(message)
+    digest = _one_of_each_kind(view())[-1]
+    assert "<https://reports.example/sessions/42.html|Open the report>" in everything(digest)
 
 
 def test_a_report_link_that_is_not_plain_https_is_shown_as_text():

@@ -6,6 +6,9 @@ justification can never mention `<!channel>`, `<!here>`, `<@U...>` or make a lin
 control sequence, and `&lt;` / `&gt;` are shown as the characters. A bare `@channel`, `@here` or `@everyone` is
 only a mention when a message is posted with `link_names` or `parse=full` (the sender never uses either); as a
 second guard, :func:`escape` puts an invisible word joiner after the `@`, so no parser of Slack's can match it.
+Every mrkdwn text object is `verbatim`: Slack then does no automatic parsing of its own (auto-linked URLs and
+channel names, "certain mentions"), yet still reads the markup and the control sequences the builders write
+themselves (`<https://...|Open the report>`): Block Kit's text object reference says so.
 """
 
 from __future__ import annotations
@@ -53,9 +56,11 @@ SEVERITY_MARK = {"critical": ":red_circle:", "high": ":large_orange_circle:", "m
 
 
 _ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
-#: A bare broadcast word (`@channel`, `@here`, `@everyone`, and `@group`, Slack's old synonym of `@channel`); not
-#: inside an email address (`ops@here.example` stays as it is, copyable).
-_BROADCAST = re.compile(r"(?<![\w.+-])@(?=(?:channel|here|everyone|group)\b)", re.IGNORECASE)
+#: A bare broadcast word (`@channel`, `@here`, `@everyone`, and `@group`, Slack's old synonym of `@channel`) wherever
+#: it is not glued to a letter or digit: after punctuation too (`_@channel_` is italic @channel, `x.@here`,
+#: `-@everyone`, `+@here`), so no formatting around it can make a mention of it. An email address keeps its `@` after
+#: a letter or digit (`ops@here.example` stays as it is, copyable), and `@hereford` is not a broadcast.
+_BROADCAST = re.compile(r"(?<![A-Za-z0-9])@(?=(?:channel|here|everyone|group)(?![A-Za-z0-9]))", re.IGNORECASE)
 WORD_JOINER = "\u2060"  # invisible, keeps `@` and the word together on screen, and no longer one token
 
 
@@ -150,16 +155,23 @@ def _length(span: timedelta) -> str:
     return f"{hours}h" if hours else f"{minutes}m"
 
 
+def _mrkdwn(text: str) -> dict[str, Any]:
+    """A mrkdwn text object Slack takes as written: `verbatim`, so it parses no mention or link on its own (with
+    `verbatim` false, its default, it auto-links URLs and channel names and parses certain mentions); the markup
+    and the `<...>` sequences the builders write themselves still work."""
+    return {"type": "mrkdwn", "text": text, "verbatim": True}
+
+
 def _section(text: str) -> dict[str, Any]:
-    return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+    return {"type": "section", "text": _mrkdwn(text)}
 
 
 def _fields(pairs: Sequence[tuple[str, str]]) -> dict[str, Any]:
-    return {"type": "section", "fields": [{"type": "mrkdwn", "text": f"*{label}*\n{value}"} for label, value in pairs]}
+    return {"type": "section", "fields": [_mrkdwn(f"*{label}*\n{value}") for label, value in pairs]}
 
 
 def _context(text: str) -> dict[str, Any]:
-    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text}]}
+    return {"type": "context", "elements": [_mrkdwn(text)]}
 
 
 def _request_fields(view: RequestView) -> dict[str, Any]:
