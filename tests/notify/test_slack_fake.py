@@ -121,7 +121,8 @@ def test_auth_test_and_history_tell_which_app_is_which(fake):
 
     me, them = ours.auth_test(), theirs.auth_test()
     assert (me["user_id"], me["bot_id"]) == (fake.bot.bot_user, fake.bot.bot_id)
-    assert (them["user_id"], them["bot_id"]) == (other_app.bot_user, other_app.bot_id) and me["bot_id"] != them["bot_id"]
+    assert (them["user_id"], them["bot_id"]) == (other_app.bot_user, other_app.bot_id)
+    assert me["bot_id"] != them["bot_id"]
     mine = ours.chat_postMessage(channel=security, text="ours")["ts"]
     their = theirs.chat_postMessage(channel=security, text="theirs")["ts"]
 
