@@ -94,8 +94,11 @@ def configure(world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     """Write the world's configuration file (policy sections may be overridden) and point ELEVATION_CONFIG at it."""
 
     def _configure(sections: dict[str, Any] | None = None, **policy_overrides: Any) -> Path:
+        # Reports go under the test's own folder unless a test says where: the default (reports/out) is the
+        # checkout's, shared by every test of the run (a reconcile report one test wrote showed in another's digest).
+        sections = {"audit": {"reports_location": str(tmp_path / "reports")}, **(sections or {})}
         path = write_config(
-            world, tmp_path / "elevation.yaml", policy=policy_document(world, **policy_overrides), **(sections or {})
+            world, tmp_path / "elevation.yaml", policy=policy_document(world, **policy_overrides), **sections
         )
         monkeypatch.setenv("ELEVATION_CONFIG", str(path))
         return path
