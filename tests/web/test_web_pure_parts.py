@@ -107,5 +107,10 @@ def test_replies_to_the_clicker_escape_what_they_quote_for_mrkdwn() -> None:
     assert "&lt;!channel&gt;" in refused["text"]
     applied = outcome_message(click, "b<ob>", "applied", None, "approved")
     assert "<ob>" not in applied["text"]
+    bare = outcome_message(click, "bob", "refused", "see @here and -@channel", None)
+    assert "@here" not in bare["text"] and "@channel" not in bare["text"], "bare broadcasts made inert"
+    outcome = outcome_message(click, "bob", "applied", None, "approved")
+    added = [block for block in outcome.get("blocks", []) if block.get("type") == "section"][-1:]
+    assert all(block["text"].get("verbatim") is True for block in added), "Slack parses no mention on its own"
     unknown = unknown_person_message(click, "x<!here>@example.com")
     assert "<!here>" not in unknown["text"]

@@ -155,23 +155,23 @@ def _length(span: timedelta) -> str:
     return f"{hours}h" if hours else f"{minutes}m"
 
 
-def _mrkdwn(text: str) -> dict[str, Any]:
+def mrkdwn(text: str) -> dict[str, Any]:
     """A mrkdwn text object Slack takes as written: `verbatim`, so it parses no mention or link on its own (with
     `verbatim` false, its default, it auto-links URLs and channel names and parses certain mentions); the markup
     and the `<...>` sequences the builders write themselves still work."""
     return {"type": "mrkdwn", "text": text, "verbatim": True}
 
 
-def _section(text: str) -> dict[str, Any]:
-    return {"type": "section", "text": _mrkdwn(text)}
+def section(text: str) -> dict[str, Any]:
+    return {"type": "section", "text": mrkdwn(text)}
 
 
 def _fields(pairs: Sequence[tuple[str, str]]) -> dict[str, Any]:
-    return {"type": "section", "fields": [_mrkdwn(f"*{label}*\n{value}") for label, value in pairs]}
+    return {"type": "section", "fields": [mrkdwn(f"*{label}*\n{value}") for label, value in pairs]}
 
 
 def _context(text: str) -> dict[str, Any]:
-    return {"type": "context", "elements": [_mrkdwn(text)]}
+    return {"type": "context", "elements": [mrkdwn(text)]}
 
 
 def _request_fields(view: RequestView) -> dict[str, Any]:
@@ -195,9 +195,9 @@ def request_pending(view: RequestView) -> Message:
     """To an approver: everything needed to decide from a phone, and the two buttons."""
     text = f"{escape(view.requester)} asks for {view.title} ({_length(timedelta(minutes=view.duration_minutes))})"
     blocks = [
-        _section(f":key: *Access request {view.id} needs your decision*\n{text}"),
+        section(f":key: *Access request {view.id} needs your decision*\n{text}"),
         _request_fields(view),
-        _section(f"*Justification*\n{escape(view.justification or '(none given)', MAX_FREE_TEXT)}"),
+        section(f"*Justification*\n{escape(view.justification or '(none given)', MAX_FREE_TEXT)}"),
         {
             "type": "actions",
             "block_id": f"elevation_decision_{view.id}",
@@ -226,9 +226,9 @@ def request_decided(kind: str, view: RequestView, *, by: str | None, reason: str
     mark, word = _DECISIONS[kind]
     who = _who(by)
     headline = f"Your request for {view.title} was {word}{f' by {who}' if who else ''}"
-    blocks = [_section(f"{mark} *{headline}*")]
+    blocks = [section(f"{mark} *{headline}*")]
     if reason:
-        blocks.append(_section(f"*Why*\n{escape(reason, MAX_FREE_TEXT)}"))
+        blocks.append(section(f"*Why*\n{escape(reason, MAX_FREE_TEXT)}"))
     if kind == REQUEST_APPROVED:
         blocks.append(_fields([("Window", view.window())]))
     blocks.append(_request_id(view))
@@ -252,10 +252,10 @@ def request_pending_closed(kind: str, view: RequestView, *, by: str | None, reas
     text = f"Access request {view.id} was {word.lower()}{f' by {who}' if who else ''}"
     asked = f"{escape(view.requester)} asked for {view.title} ({_length(timedelta(minutes=view.duration_minutes))})"
     blocks = [
-        _section(f":key: *Access request {view.id}*\n{asked}"),
+        section(f":key: *Access request {view.id}*\n{asked}"),
         _request_fields(view),
-        _section(f"*Justification*\n{escape(view.justification or '(none given)', MAX_FREE_TEXT)}"),
-        _section(f"{mark} *{outcome}*" + (f"\n{escape(reason, MAX_FREE_TEXT)}" if reason else "")),
+        section(f"*Justification*\n{escape(view.justification or '(none given)', MAX_FREE_TEXT)}"),
+        section(f"{mark} *{outcome}*" + (f"\n{escape(reason, MAX_FREE_TEXT)}" if reason else "")),
         _context(f"Request {view.id} · decided, nothing left to do here"),
     ]
     return Message(REQUEST_PENDING_CLOSED, text, blocks)
@@ -279,8 +279,8 @@ def session_active(view: RequestView) -> Message:
     until = f" until {_time(view.end_at)}" if view.end_at else ""
     headline = f"Your access is active: {view.title}{until}"
     blocks = [
-        _section(f":unlock: *{headline}*"),
-        _section("Sign in through the AWS access portal; the assignment is removed when the window ends."),
+        section(f":unlock: *{headline}*"),
+        section("Sign in through the AWS access portal; the assignment is removed when the window ends."),
         _request_id(view),
     ]
     return Message(SESSION_ACTIVE, headline, blocks)
@@ -289,8 +289,8 @@ def session_active(view: RequestView) -> Message:
 def session_ending_soon(view: RequestView, left: timedelta) -> Message:
     end = f" (at {_time(view.end_at)})" if view.end_at else ""
     headline = f"Your access to {view.title} ends in {_length(left)}{end}"
-    blocks = [_section(f":alarm_clock: *{headline}*"),
-              _section("Save your work; file a new request if you need more time."), _request_id(view)]
+    blocks = [section(f":alarm_clock: *{headline}*"),
+              section("Save your work; file a new request if you need more time."), _request_id(view)]
     return Message(SESSION_ENDING_SOON, headline, blocks)
 
 
@@ -302,9 +302,9 @@ def session_over(view: RequestView, *, revoked: bool, by: str | None, reason: st
     else:
         headline = f"Your access to {view.title} has ended"
         kind, mark = SESSION_ENDED, ":lock:"
-    blocks = [_section(f"{mark} *{headline}*")]
+    blocks = [section(f"{mark} *{headline}*")]
     if reason:
-        blocks.append(_section(f"*{'Why' if revoked else 'Detail'}*\n{escape(reason, MAX_FREE_TEXT)}"))
+        blocks.append(section(f"*{'Why' if revoked else 'Detail'}*\n{escape(reason, MAX_FREE_TEXT)}"))
     blocks.append(_context(f"Request {view.id} · the session's audit report follows after the nightly audit"))
     return Message(kind, f"{headline}.", blocks)
 
@@ -325,9 +325,9 @@ def trouble(kind: str, view: RequestView, *, reason: str | None, for_admins: boo
         headline = f"Request {view.id}: {view.title} for {escape(view.requester)} {what}"
     else:
         headline = f"Your access to {view.title} {what}"
-    blocks = [_section(f"{mark} *{headline}*"), _section(explain)]
+    blocks = [section(f"{mark} *{headline}*"), section(explain)]
     if reason:
-        blocks.append(_section(f"*Error*\n{escape(reason, MAX_FREE_TEXT)}"))
+        blocks.append(section(f"*Error*\n{escape(reason, MAX_FREE_TEXT)}"))
     if for_admins:
         blocks.append(_request_fields(view))
     blocks.append(_request_id(view))
@@ -336,7 +336,7 @@ def trouble(kind: str, view: RequestView, *, reason: str | None, for_admins: boo
 
 def approvers_missing(view: RequestView, why: str) -> Message:
     headline = f"Request {view.id} ({view.title} for {escape(view.requester)}) is pending and no approver can be told"
-    blocks = [_section(f":warning: *{headline}*"), _section(escape(why, MAX_FREE_TEXT)), _request_fields(view)]
+    blocks = [section(f":warning: *{headline}*"), section(escape(why, MAX_FREE_TEXT)), _request_fields(view)]
     return Message(APPROVERS_MISSING, headline, blocks)
 
 
@@ -377,17 +377,17 @@ def audit_result(view: RequestView, audit: AuditView, *, to_requester: bool) -> 
     subject = f"your session {view.title}" if to_requester else f"{escape(view.requester)}'s session {view.title}"
     if not total:
         headline = f"Audit of {subject}: no findings"
-        blocks = [_section(f":white_check_mark: *{headline}*"),
-                  _section(f"{audit.events} CloudTrail events were checked. {_report(audit.link)}")]
+        blocks = [section(f":white_check_mark: *{headline}*"),
+                  section(f"{audit.events} CloudTrail events were checked. {_report(audit.link)}")]
         return Message(AUDIT_RESULT, headline, [*blocks, _request_id(view)])
     worst = next(s for s in SEVERITY_ORDER if audit.findings.get(s))
     headline = f"Audit of {subject}: {total} finding{'s' if total != 1 else ''} ({_severity_line(audit.findings)})"
     lines = [f"{SEVERITY_MARK.get(item.severity, '')} *{escape(item.severity)}* {escape(item.rule, 200)}"
              + (f" — {escape(item.detail, 200)}" if item.detail else "") for item in list(audit.top)[:3]]
-    blocks = [_section(f"{SEVERITY_MARK.get(worst, '')} *{headline}*")]
+    blocks = [section(f"{SEVERITY_MARK.get(worst, '')} *{headline}*")]
     if lines:
-        blocks.append(_section("*Top findings*\n" + "\n".join(lines)))
-    blocks.append(_section(_report(audit.link)))
+        blocks.append(section("*Top findings*\n" + "\n".join(lines)))
+    blocks.append(section(_report(audit.link)))
     blocks.append(_request_id(view))
     return Message(AUDIT_RESULT, headline, blocks)
 
@@ -431,9 +431,9 @@ def nightly_digest(night: str, sessions: Sequence[DigestSession], drift: DigestD
             totals[severity] = totals.get(severity, 0) + count
     headline = (f"Nightly audit {escape(night)}: {len(sessions)} session{'s' if len(sessions) != 1 else ''} audited, "
                 f"{len(with_findings)} with findings")
-    blocks = [_section(f":shield: *{headline}*")]
+    blocks = [section(f":shield: *{headline}*")]
     if totals:
-        blocks.append(_section(f"*Findings*: {_severity_line(totals)}"))
+        blocks.append(section(f"*Findings*: {_severity_line(totals)}"))
     rank = {s: i for i, s in enumerate(SEVERITY_ORDER)}
     worst = sorted(with_findings, key=lambda s: (rank.get(s.worst or "", 99), -sum(s.findings.values())))[:5]
     if worst:
@@ -443,12 +443,12 @@ def nightly_digest(night: str, sessions: Sequence[DigestSession], drift: DigestD
             link = f" · {_report(s.link)}" if s.link else ""
             lines.append(f"{SEVERITY_MARK.get(s.worst or '', '')} request {s.request_id}: {title} "
                          f"({_severity_line(s.findings)}){link}")
-        blocks.append(_section("*Worst sessions*\n" + "\n".join(lines)))
+        blocks.append(section("*Worst sessions*\n" + "\n".join(lines)))
     if findings:
         lines = [f"{SEVERITY_MARK.get(f.severity, '')} *{escape(f.severity)}* {escape(f.title, 200)}"
                  f"{f' ×{f.count}' if f.count > 1 else ''} · request {f.request_id} ({escape(f.requester)})"
                  for f in findings]
-        blocks.append(_section("*Worst findings*\n" + "\n".join(lines)))
+        blocks.append(section("*Worst findings*\n" + "\n".join(lines)))
     if drift is not None:
         if drift.open_items:
             kinds = ", ".join(f"{count} {escape(kind)}" for kind, count in sorted(drift.by_kind.items()))
@@ -457,5 +457,5 @@ def nightly_digest(night: str, sessions: Sequence[DigestSession], drift: DigestD
                 text += f" · {_report(drift.latest_report)}"
         else:
             text = "*Drift*: none open"
-        blocks.append(_section(text))
+        blocks.append(section(text))
     return Message(NIGHTLY_DIGEST, headline, blocks)

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
+from elevation.notify.messages import escape, section
+
 #: How far a request's timestamp may be from our clock (Slack's own recommendation).
 MAX_AGE_SECONDS = 5 * 60
 
@@ -137,16 +139,16 @@ def outcome_message(click: Click, actor: str, outcome: str | None, reason: str |
     A refused click leaves the message and its buttons for the approvers who may decide; the refusal and why goes
     to the person who clicked."""
     if outcome == "applied":
-        text = (f":white_check_mark: Request {click.request_id} {PAST[click.decision]} by {_escape(actor)} "
+        text = (f":white_check_mark: Request {click.request_id} {PAST[click.decision]} by {escape(actor)} "
                 f"({COMMENT})." if click.decision == "approve" else
-                f":no_entry: Request {click.request_id} {PAST[click.decision]} by {_escape(actor)} ({COMMENT}).")
+                f":no_entry: Request {click.request_id} {PAST[click.decision]} by {escape(actor)} ({COMMENT}).")
         if status:
-            text += f" Status: {_escape(status)}."
+            text += f" Status: {escape(status)}."
         kept = [block for block in click.message_blocks if block.get("type") != "actions"]  # the buttons go
         return {"replace_original": True, "text": text,
-                "blocks": [*kept, {"type": "section", "text": {"type": "mrkdwn", "text": text}}]}
+                "blocks": [*kept, section(text)]}
     if outcome == "refused":
-        text = f"Your {click.decision} of request {click.request_id} was refused: {_escape(reason or 'no reason given')}"
+        text = f"Your {click.decision} of request {click.request_id} was refused: {escape(reason or 'no reason given')}"
     else:
         text = (f"Your {click.decision} of request {click.request_id} is recorded; it is applied by the next "
                 "intake run (the request is busy).")
@@ -154,7 +156,7 @@ def outcome_message(click: Click, actor: str, outcome: str | None, reason: str |
 
 
 def unknown_person_message(click: Click, email: str | None) -> dict[str, Any]:
-    who = f"your Slack account ({_escape(email)})" if email else "your Slack account (no email visible to the app)"
+    who = f"your Slack account ({escape(email)})" if email else "your Slack account (no email visible to the app)"
     return ephemeral(f"Sorry, {who} is not one of the people of the elevation policy, so you cannot "
                      f"{click.decision} request {click.request_id} from Slack. Nothing was recorded.")
 
@@ -168,6 +170,3 @@ def ephemeral(text: str) -> dict[str, Any]:
     return {"response_type": "ephemeral", "replace_original": False, "text": text}
 
 
-def _escape(text: str) -> str:
-    """Slack's mrkdwn control characters, escaped as Slack asks."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
