@@ -512,3 +512,19 @@ def test_a_look_up_that_keeps_failing_is_posted_again_at_the_last_attempt_rather
         assert len(run_sender(runtime_at(engine, NOW + timedelta(minutes=5), max_attempts=3)).sent) == 1
     assert [m.text for m in slack.messages] == ["revoke overdue"]
     assert "a duplicate is better than a lost message" in caplog.text
+
+
+def test_a_row_taken_over_after_its_post_is_counted_by_the_sender_that_holds_it(engine, slack, monkeypatch):
+    """Slack answered, but another sender took the row over meanwhile (a lease outlived): this run does not claim
+    it sent the row; the holder records it."""
+    put(engine, entry("a", "alice@example.com", "to alice"), at=NOW)
+    real_mark_sent = outbox.mark_sent
+
+    def taken_over(conn, row_id, worker, **kwargs):
+        conn.execute(sa.update(outbox_table).where(outbox_table.c.id == row_id).values(claimed_by="sender-2"))
+        return real_mark_sent(conn, row_id, worker, **kwargs)
+
+    monkeypatch.setattr(outbox, "mark_sent", taken_over)
+    summary = run_sender(runtime_at(engine, NOW))
+    assert summary.sent == [] and len(slack.messages_to("alice@example.com")) == 1
+    assert state(engine)["a"]["state"] == "pending" and state(engine)["a"]["claimed_by"] == "sender-2"

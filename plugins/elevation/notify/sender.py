@@ -227,8 +227,13 @@ def _deliver(runtime: Runtime, client: Any, row: queue.Row, run: _Run, summary: 
         _retry_later(runtime, settings, row, attempts, str(problem), summary)
         return
     with runtime.engine.begin() as conn:
-        outbox.mark_sent(conn, row["id"], runtime.worker, at=runtime.now(), channel=channel, ts=ts, attempts=attempts)
-    summary.sent.append(row["id"])
+        recorded = outbox.mark_sent(conn, row["id"], runtime.worker, at=runtime.now(), channel=channel, ts=ts,
+                                    attempts=attempts)
+    if recorded:
+        summary.sent.append(row["id"])
+    else:  # the claim was lost after the post: the row is another sender's now, and it counts it
+        log.warning("message %s (%s) was posted (%s %s) but another sender holds its row now", row["id"],
+                    row["kind"], channel, ts)
 
 
 def _post(runtime: Runtime, client: Any, row: queue.Row, body: dict[str, Any], run: _Run,
