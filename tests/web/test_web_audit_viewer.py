@@ -159,3 +159,29 @@ def test_reports_in_s3_are_read_through_the_s3_hook_of_reports_conn_id(
         assert night.status_code == 200 and night.text == "<title>night 28</title>"
         assert client.get("/elevation/audit/sessions/6.html").status_code == 404
         assert client.get("/elevation/audit/sessions/..%2f..%2fsecret.txt").status_code == 404
+
+
+def test_a_login_the_auth_manager_keeps_from_the_audit_dag_is_refused(
+    reports, api, airflow_auth, monkeypatch
+) -> None:  # noqa: ANN001
+    """The reports name people and what they did: only logins that may read the elevation_audit DAG see them (a
+    per-DAG permission under FAB or Keycloak; here the auth manager is told to refuse one user)."""
+    from airflow.api_fastapi.auth.managers.simple.simple_auth_manager import SimpleAuthManager
+
+    asked = []
+    allowed = SimpleAuthManager.is_authorized_dag
+
+    def only_some(self, *, method, user, access_entity=None, details=None):  # noqa: ANN001, ANN202
+        asked.append((method, user.get_name(), details.id if details else None))
+        if user.get_name() == "outsider":
+            return False
+        return allowed(self, method=method, user=user, access_entity=access_entity, details=details)
+
+    monkeypatch.setattr(SimpleAuthManager, "is_authorized_dag", only_some)
+    for path in ("/elevation/audit/", "/elevation/audit/sessions/5.html", "/elevation/audit/2026-11-28/index.html"):
+        refused = httpx.get(f"{api}{path}", headers={"Authorization": f"Bearer {token_for(airflow_auth, 'outsider')}"})
+        assert refused.status_code == 403 and "Session 5" not in refused.text, (path, refused.status_code)
+        seen = httpx.get(f"{api}{path}", headers={"Authorization": f"Bearer {token_for(airflow_auth, 'auditor')}"},
+                         follow_redirects=True)
+        assert seen.status_code == 200, (path, seen.status_code)
+    assert ("GET", "outsider", "elevation_audit") in asked and ("GET", "auditor", "elevation_audit") in asked

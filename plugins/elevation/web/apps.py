@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
-from fastapi import BackgroundTasks, FastAPI, HTTPException, Request
+from fastapi import BackgroundTasks, Depends, FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
@@ -247,12 +247,19 @@ def slack_app() -> FastAPI:
 # --- the audit viewer ---------------------------------------------------------------------------------------
 
 
+#: Who may read the reports: whoever the auth manager lets read this DAG (the one that writes them). With FAB or
+#: Keycloak that is a per-DAG permission; the reports name people and what they did, so they are not for every login.
+AUDIT_DAG_ID = "elevation_audit"
+
+
 def audit_app() -> FastAPI:
     # Airflow's own check of the caller's token (Authorization: Bearer, else the UI's _token cookie): 401 without
-    # one, 403 for an invalid one. This module has no `from __future__ import annotations`, so FastAPI sees it.
-    from airflow.api_fastapi.core_api.security import GetUserDep
+    # one, 403 for an invalid one, 403 without read access to the audit DAG. This module has no
+    # `from __future__ import annotations`, so FastAPI sees the annotations.
+    from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_dag
 
-    app = FastAPI(title="Elevation: audit reports", docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(title="Elevation: audit reports", docs_url=None, redoc_url=None, openapi_url=None,
+                  dependencies=[Depends(requires_access_dag("GET", param_dag_id=AUDIT_DAG_ID))])
 
     def store() -> Any:
         audit = _config().audit
