@@ -218,6 +218,14 @@ def postgres_url() -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of an empty queue database, once on SQLite and once on PostgreSQL (skipped there without a server)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/queue.db"
+    return request.getfixturevalue("postgres_url")
+
+
 # --- CloudTrail: the real samples, an organization's night, its trail bucket, Lake --------------------------
 
 

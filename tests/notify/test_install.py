@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 
-import pytest
 import sqlalchemy as sa
 
 from elevation.notify.install import install_id
@@ -13,16 +12,9 @@ from elevation.store.migrations import _config, current_revision, upgrade
 from elevation.store.tables import installation
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/queue.db"
-    return request.getfixturevalue("postgres_url")
-
-
-def test_the_id_is_made_once_and_senders_starting_together_agree_on_it(url):
-    upgrade(create_engine_for_url(url))
-    engines = [create_engine_for_url(url) for _ in range(4)]
+def test_the_id_is_made_once_and_senders_starting_together_agree_on_it(empty_database):
+    upgrade(create_engine_for_url(empty_database))
+    engines = [create_engine_for_url(empty_database) for _ in range(4)]
     barrier = threading.Barrier(len(engines))
     seen: list[str] = []
 
@@ -41,10 +33,10 @@ def test_the_id_is_made_once_and_senders_starting_together_agree_on_it(url):
         assert conn.execute(sa.select(sa.func.count()).select_from(installation)).scalar() == 1
 
 
-def test_migration_0009_downgrades_and_upgrades_again(url):
+def test_migration_0009_downgrades_and_upgrades_again(empty_database):
     from alembic import command
 
-    engine = create_engine_for_url(url)
+    engine = create_engine_for_url(empty_database)
     upgrade(engine)
     install_id(engine)
     with engine.begin() as conn:

@@ -169,6 +169,16 @@ def _crash_recording_the_nth_send(monkeypatch, n):
     return lambda: monkeypatch.setattr(sender_module.outbox, "mark_sent", real_mark_sent)
 
 
+def _posted_then_killed(engine, slack, monkeypatch, text="revoke overdue", kind="revoke_overdue"):
+    """One message to alice, posted to Slack by worker w1, which dies before writing the answer down."""
+    slack.clock = lambda: NOW.timestamp()
+    put(engine, entry("a", "alice@example.com", text, kind=kind), at=NOW)
+    restore = _crash_recording_the_nth_send(monkeypatch, 1)
+    with pytest.raises(RuntimeError):
+        run_sender(runtime_at(engine, NOW, worker="w1"))
+    restore()
+
+
 def test_a_retried_task_resumes_its_own_claims_and_sends_each_message_exactly_once(engine, slack, monkeypatch):
     slack.clock = lambda: NOW.timestamp()  # Slack's clock agrees with the test's
     put(engine, *(entry(f"m{i}", "#security", f"message {i}") for i in range(4)), at=NOW)
@@ -199,12 +209,7 @@ def test_a_retried_task_resumes_its_own_claims_and_sends_each_message_exactly_on
 
 
 def test_a_dm_whose_answer_was_lost_is_found_in_the_persons_im_and_not_sent_twice(engine, slack, monkeypatch):
-    slack.clock = lambda: NOW.timestamp()
-    put(engine, entry("a", "alice@example.com", "to alice"), at=NOW)
-    restore = _crash_recording_the_nth_send(monkeypatch, 1)
-    with pytest.raises(RuntimeError):
-        run_sender(runtime_at(engine, NOW, worker="w1"))
-    restore()
+    _posted_then_killed(engine, slack, monkeypatch, "to alice", "session_active")
     assert len(run_sender(runtime_at(engine, NOW + timedelta(seconds=5), worker="w1")).sent) == 1
     [dm] = slack.messages_to("alice@example.com")
     row = state(engine)["a"]
@@ -236,12 +241,7 @@ def test_when_slack_cannot_be_searched_the_message_is_posted_again_rather_than_l
                                                                                        caplog, refusal):
     """A duplicate is better than a lost security alert: without the history scopes (or refused the conversation)
     the sender cannot tell, so it posts again and says so."""
-    slack.clock = lambda: NOW.timestamp()
-    put(engine, entry("a", "alice@example.com", "revoke overdue", kind="revoke_overdue"), at=NOW)
-    restore = _crash_recording_the_nth_send(monkeypatch, 1)
-    with pytest.raises(RuntimeError):
-        run_sender(runtime_at(engine, NOW, worker="w1"))
-    restore()
+    _posted_then_killed(engine, slack, monkeypatch)
     slack.fail_next(1, method="conversations.history", error=refusal)
     with caplog.at_level("WARNING"):
         assert len(run_sender(runtime_at(engine, NOW + timedelta(seconds=5), worker="w1")).sent) == 1
@@ -484,12 +484,7 @@ def test_a_look_up_slack_cannot_answer_now_is_retried_later_instead_of_posting_a
                                                                                        method, fault):
     """A 5xx, a network error or Slack's `internal_error` says nothing about the earlier attempt: the row waits
     (with backoff, like any transient error) and is looked for again, instead of being posted a second time."""
-    slack.clock = lambda: NOW.timestamp()
-    put(engine, entry("a", "alice@example.com", "revoke overdue", kind="revoke_overdue"), at=NOW)
-    restore = _crash_recording_the_nth_send(monkeypatch, 1)
-    with pytest.raises(RuntimeError):
-        run_sender(runtime_at(engine, NOW, worker="w1"))
-    restore()
+    _posted_then_killed(engine, slack, monkeypatch)
     slack.fail_next(1, method=method, **fault)
     retry = run_sender(runtime_at(engine, NOW + timedelta(seconds=5), worker="w1"))
     row = state(engine)["a"]

@@ -17,13 +17,6 @@ from elevation.store.migrations import current_revision, head_revision, upgrade
 from elevation.store.tables import metadata
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def empty_database(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/queue.db"
-    return request.getfixturevalue("postgres_url")
-
-
 def test_a_database_created_by_the_first_migration_upgrades_to_the_latest_keeping_its_rows(empty_database):
     engine = create_engine_for_url(empty_database)
     upgrade(engine, "0001")
